@@ -1,0 +1,170 @@
+"""A frozen model seen from one site: where the speed of a trial comes from.
+
+The model never changes during a trial, so most of a plain interchange step is waste:
+- the source pass only needs the hidden state at the site: it stops there, under no_grad;
+- the base pass below the site gives the same hidden states every epoch: they are computed
+  once for every prompt of the trial and cached (within a memory budget; past it they are
+  recomputed per batch under no_grad), optionally in a file that every trial of a sweep at
+  the same layer maps into memory;
+- each step then runs only the layers from the site up, starting from the cached states with
+  the intervention applied (`hooks.skip_layers`), and computes logits at the answer position
+  only (`logits_to_keep=1`; prompts are left-padded, so the answer position is the last).
+
+`plain_logits` is the reference: two full forward passes with hooks, as pyvene does it. Tests
+check that every fast path gives the same logits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from alignment.hooks import capture_output, edit_output, output_is_tuple, run_until_stopped, skip_layers
+from alignment.prompts import PromptTable
+from alignment.sites import get_module, split_site
+
+log = logging.getLogger(__name__)
+Edit = Callable[[Tensor], Tensor]
+
+
+class FrozenSite:
+    """Hidden states at `site` and answer logits after editing them, for the prompts of `table`.
+
+    Args:
+        model: a causal LM, already frozen (eval mode, no parameter requires grad).
+        site: module path whose output is intervened on (usually a decoder layer).
+        table: every prompt the trial uses.
+        cache: "auto" caches the site's hidden states when they fit `cache_budget_mb`;
+            "off" recomputes them per batch.
+        cache_dir: share the cache through a file here (one per site and prompt table).
+    """
+
+    def __init__(self, model: nn.Module, site: str, table: PromptTable, cache: str = "auto",
+                 cache_budget_mb: float = 2048.0, cache_dir: str | Path | None = None):
+        if cache not in ("auto", "off"):
+            raise ValueError(f"cache must be 'auto' or 'off', got {cache!r}")
+        get_module(model, site)
+        self.model, self.site, self.table = model, site, table
+        self.device = next(model.parameters()).device
+        self.decoder = split_site(model, site)
+        self.returns_tuple = output_is_tuple(model, site, table.input_ids.to(self.device))
+        self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._cache: Tensor | np.ndarray | None = None
+        if cache == "auto" and self.decoder is not None and self._cache_bytes() <= cache_budget_mb * 2**20:
+            self._cache = self._load_or_build_cache(Path(cache_dir) if cache_dir else None)
+
+    @property
+    def cached(self) -> bool:
+        return self._cache is not None
+
+    def hidden(self, rows: Tensor) -> Tensor:
+        """(B, T, hidden) the site's output for prompts `rows`, without gradient."""
+        if self._cache is None:
+            return self._prefix(rows)
+        if isinstance(self._cache, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(self._cache[rows.numpy()])).to(self.device, self.dtype)
+        return self._cache[rows.to(self._cache.device)].to(self.dtype)
+
+    def vectors(self, rows: Tensor, positions: Tensor) -> Tensor:
+        """(N, hidden) the site's output at token `positions` of prompts `rows`, without gradient."""
+        if isinstance(self._cache, np.ndarray):
+            picked = self._cache[rows.numpy(), positions.numpy()]
+            return torch.from_numpy(np.ascontiguousarray(picked)).to(self.device, self.dtype)
+        if self._cache is not None:
+            return self._cache[rows.to(self._cache.device), positions.to(self._cache.device)].to(self.dtype)
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        return self._prefix(unique)[inverse.to(self.device), positions.to(self.device)]
+
+    def plain_vectors(self, rows: Tensor, positions: Tensor) -> Tensor:
+        """`vectors` through a full forward pass (the reference path)."""
+        with torch.no_grad(), capture_output(self.model, self.site) as captured:
+            self.model(**self._inputs(rows), use_cache=False)
+        return captured[0][torch.arange(len(rows)), positions.to(self.device)]
+
+    def logits(self, rows: Tensor, edit: Edit) -> Tensor:
+        """(B, vocab) next-token logits at the last position of prompts `rows`, the site's output edited.
+
+        Runs only the layers above the site when the site is a decoder layer.
+        """
+        if self.decoder is None:
+            return self.plain_logits(rows, edit)
+        layer_list, index = self.decoder
+        edited = edit(self.hidden(rows))
+        with skip_layers(self.model, layer_list, index, edited, self.returns_tuple):
+            return self._forward(rows)
+
+    def plain_logits(self, rows: Tensor, edit: Edit | None = None) -> Tensor:
+        """The reference path: a full forward pass with the edit applied by a hook."""
+        if edit is None:
+            return self._forward(rows)
+        with edit_output(self.model, self.site, edit):
+            return self._forward(rows)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _inputs(self, rows: Tensor) -> dict[str, Tensor]:
+        rows = rows.cpu()
+        return {"input_ids": self.table.input_ids[rows].to(self.device),
+                "attention_mask": self.table.attention_mask[rows].to(self.device),
+                "position_ids": self.table.position_ids[rows].to(self.device)}
+
+    def _forward(self, rows: Tensor) -> Tensor:
+        extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_last else {}
+        output = self.model(**self._inputs(rows), use_cache=False, **extra)
+        return output.logits[:, -1].float()
+
+    def _prefix(self, rows: Tensor) -> Tensor:
+        with torch.no_grad(), capture_output(self.model, self.site, stop=True) as captured:
+            run_until_stopped(lambda: self.model(**self._inputs(rows), use_cache=False))
+        return captured[0]
+
+    def hidden_size(self) -> int:
+        """The width of the site's output (probed: a site need not be the residual stream)."""
+        return int(self._prefix(torch.tensor([0])).shape[-1])
+
+    def _cache_bytes(self) -> int:
+        return len(self.table) * self.table.seq_len * self.hidden_size() * 4
+
+    def _build_cache(self, batch_size: int = 256) -> Tensor:
+        parts = [self._prefix(torch.arange(start, min(start + batch_size, len(self.table)))).float().cpu()
+                 for start in range(0, len(self.table), batch_size)]
+        return torch.cat(parts)
+
+    def _load_or_build_cache(self, cache_dir: Path | None) -> Tensor | np.ndarray:
+        if cache_dir is None:
+            return self._build_cache().to(self.device)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = cache_dir / f"{self._fingerprint()}.npy"
+        with open(cache_dir / f"{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the first trial at this site builds, the others wait and map
+            try:
+                if not path.exists():
+                    log.info("caching hidden states of %d prompts at %s into %s", len(self.table), self.site, path)
+                    temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                    np.save(temporary, self._build_cache().numpy())
+                    os.replace(temporary, path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return np.load(path, mmap_mode="r")
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha1()
+        config = getattr(self.model, "config", None)
+        digest.update((config.to_json_string() if config is not None else type(self.model).__name__).encode())
+        first = next(self.model.parameters())
+        digest.update(first.detach().float().flatten()[:64].cpu().numpy().tobytes())
+        digest.update(self.site.encode())
+        digest.update("\x00".join(self.table.texts).encode())
+        return digest.hexdigest()[:20]

@@ -1,0 +1,68 @@
+"""Interchange intervention accuracy (IIA) and the model's own task accuracy.
+
+IIA is the share of counterfactual pairs on which the intervened model answers the
+counterfactual label. It is read two ways: among the task's answer tokens only (the model
+chooses between "Yes" and "No"; the number a causal claim rests on) and over the full
+vocabulary (the 2023 code's only number, which also counts answers outside the task as
+wrong). Task accuracy without intervention ("prealign") comes first: IIA cannot exceed it
+by much, and an alignment on a model that cannot do the task means nothing.
+Evaluation always uses the hard mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from alignment.interchange import Interchange, PositionedPairs
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Accuracy among the answer tokens, over the full vocabulary, and the number of examples."""
+
+    answers: float
+    full_vocab: float
+    n: int
+
+
+def accuracy_of(logits: Tensor, labels: Tensor, answer_ids: Tensor) -> tuple[int, int]:
+    """(correct among answer tokens, correct over the full vocabulary) for (B, vocab) logits."""
+    answer_ids = answer_ids.to(logits.device)
+    labels = labels.to(logits.device)
+    restricted = answer_ids[logits[:, answer_ids].argmax(dim=1)]
+    return int((restricted == labels).sum()), int((logits.argmax(dim=1) == labels).sum())
+
+
+def interchange_accuracy(interchange: Interchange, pairs: PositionedPairs, answer_ids: Tensor,
+                         batch_size: int) -> Accuracy:
+    """IIA of `pairs` under the hard mask."""
+    correct = correct_full = 0
+    intervention = interchange.intervention
+    with torch.no_grad(), intervention.hard_mode(), intervention.materialized():
+        for batch in pairs.batches(batch_size):
+            right, right_full = accuracy_of(interchange.logits(batch), batch.pairs.labels, answer_ids)
+            correct, correct_full = correct + right, correct_full + right_full
+    return _accuracy(correct, correct_full, len(pairs))
+
+
+def task_accuracy(interchange: Interchange, rows: Tensor, labels: Tensor, answer_ids: Tensor,
+                  batch_size: int) -> Accuracy:
+    """Accuracy of the un-intervened model on prompts `rows` with answers `labels`."""
+    correct = correct_full = 0
+    frozen = interchange.frozen
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = slice(start, start + batch_size)
+            right, right_full = accuracy_of(frozen.logits(rows[chunk], lambda hidden: hidden), labels[chunk],
+                                            answer_ids)
+            correct, correct_full = correct + right, correct_full + right_full
+    return _accuracy(correct, correct_full, len(rows))
+
+
+def _accuracy(correct: int, correct_full: int, n: int) -> Accuracy:
+    if n == 0:
+        return Accuracy(float("nan"), float("nan"), 0)
+    return Accuracy(correct / n, correct_full / n, n)

@@ -1,0 +1,137 @@
+"""Prompts as token tensors, and named positions as token indices, for any fast tokenizer.
+
+Every prompt of a trial is tokenized once into a `PromptTable`: left-padded ids, attention
+mask and position ids (so a padded prompt sees the same positions as an unpadded one), and
+the token index of each named position. A named position is a character offset from the
+template (`causal_models/templates.py`); the token covering that character is found through
+the tokenizer's offset mapping, or the last token before it when no token covers it
+(whitespace a word-level tokenizer drops). Integer positions ("5", "-1") index the prompt's
+own tokens, counted from its first real token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+MISSING = -1
+
+
+class PositionError(ValueError):
+    """A position that does not exist in some prompt."""
+
+
+@dataclass
+class PromptTable:
+    """Unique prompts, tokenized and left-padded.
+
+    Attributes:
+        texts: (U,) the prompt strings.
+        input_ids, attention_mask, position_ids: (U, T) tensors, left-padded.
+        lengths: (U,) real tokens per prompt.
+        names: the named positions, in column order of `named`.
+        named: (U, P) token index (in padded coordinates) of each named position, -1 if the
+            prompt has no such position.
+    """
+
+    texts: list[str]
+    input_ids: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    lengths: Tensor
+    names: list[str]
+    named: Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def token_index(self, position: str, rows: Tensor) -> Tensor:
+        """(N,) token index of `position` (a name or an integer string) in prompts `rows`."""
+        if position in self.names:
+            index = self.named[rows, self.names.index(position)]
+            bad = (index == MISSING).nonzero()
+            if len(bad):
+                row = int(rows[bad[0, 0]])
+                raise PositionError(f"position {position!r} must exist in every prompt, but prompt {row} "
+                                    f"({self.texts[row]!r}) has none; positions: {self.names}")
+            return index
+        try:
+            offset = int(position)
+        except ValueError:
+            raise PositionError(f"position must be one of {self.names} or an integer, got {position!r}") from None
+        lengths = self.lengths[rows]
+        bad = ((offset >= lengths) | (offset < -lengths)).nonzero()
+        if len(bad):
+            row = int(rows[bad[0, 0]])
+            raise PositionError(f"position {offset} must be within the {int(self.lengths[row])} tokens of "
+                                f"prompt {row} ({self.texts[row]!r})")
+        if offset >= 0:
+            return self.seq_len - lengths + offset
+        return torch.full_like(lengths, self.seq_len + offset)
+
+
+def build_prompt_table(tokenizer: object, texts: Sequence[str], positions: Sequence[Mapping[str, int]],
+                       names: Sequence[str]) -> PromptTable:
+    """Tokenize `texts` (with special tokens) and locate each named position's character offset."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"align-search needs a fast tokenizer (with offset mapping), got {type(tokenizer).__name__}")
+    encoded = tokenizer(list(texts), return_offsets_mapping=True, add_special_tokens=True)  # type: ignore[operator]
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    seq_len = max(lengths)
+    pad_id = pad_token_id(tokenizer)
+    input_ids = torch.full((len(texts), seq_len), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(texts), seq_len), dtype=torch.long)
+    named = torch.full((len(texts), len(names)), MISSING, dtype=torch.long)
+    for row, (ids, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])):
+        pad = seq_len - len(ids)
+        input_ids[row, pad:] = torch.tensor(ids)
+        attention_mask[row, pad:] = 1
+        for column, name in enumerate(names):
+            if name in positions[row]:
+                named[row, column] = pad + char_to_token(offsets, positions[row][name], texts[row], name)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return PromptTable(list(texts), input_ids, attention_mask, position_ids, torch.tensor(lengths),
+                       list(names), named)
+
+
+def char_to_token(offsets: Sequence[tuple[int, int]], char: int, text: str, name: str) -> int:
+    """Index of the token covering character `char`, else of the last token ending before it."""
+    before = None
+    for index, (start, end) in enumerate(offsets):
+        if start == end:  # special tokens carry no characters
+            continue
+        if start <= char < end:
+            return index
+        if end <= char:
+            before = index
+    if before is None:
+        raise PositionError(f"position {name!r} (character {char}) is not covered by any token of {text!r}")
+    return before
+
+
+def pad_token_id(tokenizer: object) -> int:
+    for attribute in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, attribute, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def answer_token_ids(tokenizer: object, answers: Sequence[str]) -> list[int]:
+    """The first token of each answer string; the answers must start with different tokens."""
+    ids = []
+    for answer in answers:
+        tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        if not tokens:
+            raise ValueError(f"answer {answer!r} must tokenize to at least one token")
+        ids.append(tokens[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answers {list(answers)} must start with different tokens, got token ids {ids}")
+    return ids

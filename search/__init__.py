@@ -1,0 +1,1 @@
+"""search/: the sweep — hypotheses as Ray Tune trials, ASHA, MLflow, reports — and the CLI."""

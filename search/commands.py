@@ -1,0 +1,119 @@
+"""What each `align-search` subcommand does, given parsed arguments; returns what the CLI prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from alignment.config_io import ConfigError
+from causal_models import CausalModelError, UnknownNameError, get_task
+from causal_models.pairs import SamplingError
+from causal_models.templates import TemplateError
+
+# The 2023 run_alignment.py task names (research/align-transformers.md section 2).
+LEGACY_TASKS = {
+    "pricing_tag_lb": ("price_tagging", "left_boundary"),
+    "pricing_tag_ub": ("price_tagging", "right_boundary"),
+    "pricing_tag_lub": ("price_tagging", "left_and_right_boundary"),
+    "pricing_tag_mid_diff": ("price_tagging", "mid_point_distance"),
+    "pricing_tag_bracket": ("price_tagging", "bracket_identity"),
+    "pricing_tag_fixed": ("price_tagging", "left_boundary_fixed"),
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (one line, exit 2), imported only once an error happens."""
+    from alignment.models import ModelLoadError
+    from alignment.persistence import InterventionMismatch
+    from alignment.prompts import PositionError
+    from alignment.sites import SiteError
+    return (ConfigError, UnknownNameError, CausalModelError, SamplingError, TemplateError, ModelLoadError,
+            InterventionMismatch, PositionError, SiteError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def run(args: argparse.Namespace) -> Any:
+    handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align}
+    return handlers[args.command](args)
+
+
+def tasks(args: argparse.Namespace) -> str:
+    from causal_models import TASKS
+    lines = []
+    for task in TASKS.values():
+        lines.append(f"{task.name}: {task.description}")
+        for model in task.causal_models.values():
+            marks = " (default)" if model.name == task.default_causal_model else (
+                " (control)" if model.name in task.controls else "")
+            lines.append(f"  causal model {model.name}{marks}: {model.description}")
+            lines.append(f"    variables: {', '.join(model.intermediate_names)}; "
+                         f"aligned by default: {', '.join(model.default_variables)}")
+        for template in task.templates.values():
+            marks = " (default)" if template.name == task.default_template else ""
+            lines.append(f"  template {template.name}{marks}: positions {', '.join(template.position_names)}")
+    return "\n".join(lines)
+
+
+def data(args: argparse.Namespace) -> str:
+    from causal_models import save_pairs, sample_pairs
+    task = get_task(args.task)
+    model = task.causal_model(args.causal_model)
+    variables = args.variables.split(",") if args.variables else list(model.default_variables)
+    if args.n <= 0:
+        raise ConfigError(f"--n must be > 0, got {args.n}")
+    pair_set = sample_pairs(model, variables, args.n, args.seed, balance_labels=not args.no_balance,
+                            max_unchanged=args.max_unchanged)
+    save_pairs(pair_set, task.template(args.template), task.name, args.out)
+    stats = pair_set.stats
+    return (f"wrote {len(pair_set)} pairs to {args.out}/pairs.jsonl (and dataset/, stats.json): "
+            f"labels {stats.label_shares}, unchanged {stats.unchanged_share}")
+
+
+def sites(args: argparse.Namespace) -> str:
+    from alignment.models import load_model
+    from alignment.sites import find_layer_list, get_module, hidden_size
+    loaded = load_model(args.model)
+    model = loaded.model
+    if args.all:
+        return "\n".join(name for name, _ in model.named_modules() if name)
+    path = find_layer_list(model)
+    count = len(get_module(model, path))
+    return (f"{type(model).__name__}: {count} decoder layers at {path}.0 .. {path}.{count - 1}, "
+            f"hidden size {hidden_size(model)}")
+
+
+def align(args: argparse.Namespace) -> dict[str, Any]:
+    from alignment.config import DataConfig, InterventionConfig, TrainConfig, TrialConfig
+    from alignment.trial import run_trial
+    task, causal_model = LEGACY_TASKS.get(args.task, (args.task, args.causal_model))
+    layer, position = args.layer, args.position
+    das_layer, das_position = _das_config(Path(args.model_path))
+    if layer is None and args.site is None:
+        layer = das_layer if das_layer is not None else 0
+    position = position or das_position or "last"
+    config = TrialConfig(
+        model_path=args.model_path, task=task, causal_model=args.causal_model or causal_model,
+        variables=tuple(args.variables.split(",")) if args.variables else (), layer=layer, site=args.site,
+        position=position, source_position=args.source_position, trust_remote_code=args.trust_remote_code,
+        intervention=InterventionConfig(kind=args.intervention, subspace_dim=args.subspace_dim),
+        train=TrainConfig(batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
+                          gradient_accumulation=args.gradient_accumulation_steps, epochs=args.epochs,
+                          max_steps=args.max_steps, lr=args.lr, boundary_lr=args.boundary_lr, warmup=args.warm_up,
+                          seed=args.seed, log_every=args.log_step, eval_every=args.valid_steps, bf16=args.bf16),
+        data=DataConfig(n_train=args.n_training_examples, n_dev=args.n_eval_examples,
+                        n_test=args.n_test_examples, seed=args.seed, template=args.template),
+    )
+    summary = run_trial(config, args.output_dir)
+    keys = ("hypothesis", "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "boundary_widths")
+    return {key: summary[key] for key in keys}
+
+
+def _das_config(model_path: Path) -> tuple[int | None, str | None]:
+    """The 2023 `das_config/config.json` of a model folder: (das_layer, first token of das_token_range)."""
+    path = model_path / "das_config" / "config.json"
+    if not path.is_file():
+        return None, None
+    config = json.loads(path.read_text())
+    token_range = config.get("das_token_range")
+    return config.get("das_layer"), str(token_range[0]) if token_range else None

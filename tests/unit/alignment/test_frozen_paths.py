@@ -1,0 +1,95 @@
+"""Every fast path gives the plain path's logits: cached in memory, cached in a file, uncached."""
+
+import pytest
+import torch
+
+from alignment.batches import build_trial_data
+from alignment.frozen import FrozenSite
+from alignment.interchange import Interchange
+from alignment.interventions import build_intervention
+from alignment.sites import layer_site
+from causal_models import get_task, sample_pairs, to_dataset
+
+TASK = get_task("price_tagging")
+
+
+def mixed_rows(n=12):
+    """Pairs whose prompts differ in length (two templates), so left padding is exercised."""
+    model = TASK.causal_model("left_and_right_boundary")
+    pairs = sample_pairs(model, ["left_boundary", "right_boundary"], n, seed=5)
+    rows = list(to_dataset(pairs, TASK.template("compact")))
+    frogs = list(to_dataset(sample_pairs(model, ["left_boundary", "right_boundary"], n, seed=6),
+                            TASK.template("compact_prefix_frogs")))
+    return rows + frogs
+
+
+def interchange_for(loaded, layer, position, source_position=None, **frozen_options):
+    answers = sorted(set(TASK.template("compact").answers.values()))
+    data = build_trial_data(loaded.tokenizer, {"train": mixed_rows()}, ["left_boundary", "right_boundary"], answers)
+    frozen = FrozenSite(loaded.model, layer_site(loaded.model, layer), data.table, **frozen_options)
+    swap = build_intervention("boundless", frozen.hidden_size(), 2, seed=1)
+    with torch.no_grad():
+        swap.basis.generator.normal_(0, 0.3)
+    interchange = Interchange(frozen, swap, position, source_position)
+    return interchange, interchange.locate(data.split("train"))
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+@pytest.mark.parametrize("options", [{"cache": "auto"}, {"cache": "off"}, {"cache": "auto", "cache_dir": "FILE"}],
+                         ids=["memory", "uncached", "file"])
+def test_fast_paths_equal_the_plain_path(tiny_price, tmp_path, layer, options):
+    if options.get("cache_dir") == "FILE":
+        options = {**options, "cache_dir": tmp_path}
+    interchange, pairs = interchange_for(tiny_price, layer, "amount_last_digit", "last", **options)
+    assert interchange.frozen.cached == (options["cache"] == "auto")
+    with torch.no_grad():
+        fast = interchange.logits(pairs)
+        plain = interchange.logits(pairs, plain=True)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_the_intervention_changes_the_output(tiny_price):
+    interchange, pairs = interchange_for(tiny_price, 0, "last")
+    with torch.no_grad():
+        intervened = interchange.logits(pairs)
+        untouched = interchange.frozen.logits(pairs.pairs.base_rows, lambda hidden: hidden)
+        reference = interchange.frozen.plain_logits(pairs.pairs.base_rows)
+    torch.testing.assert_close(untouched, reference, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(intervened, untouched, atol=1e-3)
+
+
+def test_full_swap_at_the_last_layer_and_position_gives_the_sources_output(tiny_price):
+    interchange, pairs = interchange_for(tiny_price, 1, "last")
+    interchange.intervention = build_intervention("full_swap", interchange.frozen.hidden_size(), 2)
+    only_first = pairs.select(torch.nonzero(pairs.pairs.active[:, 0]).flatten())
+    with torch.no_grad():
+        swapped = interchange.logits(only_first)
+        source = interchange.frozen.plain_logits(only_first.pairs.source_rows[:, 0])
+    torch.testing.assert_close(swapped, source, atol=1e-4, rtol=1e-4)
+
+
+def test_file_cache_is_shared_and_reused(tiny_price, tmp_path):
+    interchange_for(tiny_price, 1, "last", cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.npy"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    interchange_for(tiny_price, 1, "last", cache_dir=tmp_path)
+    assert files[0].stat().st_mtime_ns == stamp
+
+
+def test_gradients_reach_only_the_intervention(tiny_price):
+    interchange, pairs = interchange_for(tiny_price, 0, "last")
+    logits = interchange.logits(pairs)
+    logits.logsumexp(dim=1).sum().backward()
+    assert all(p.grad is None for p in tiny_price.model.parameters())
+    assert interchange.intervention.basis.generator.grad is not None
+    assert interchange.intervention.mask.boundaries.grad is not None
+
+
+def test_bf16_model_with_fp32_rotation(tiny_price):
+    tiny_price.model.to(torch.bfloat16)
+    interchange, pairs = interchange_for(tiny_price, 0, "last")
+    logits = interchange.logits(pairs)
+    logits.sum().backward()
+    assert interchange.intervention.basis.generator.grad.dtype == torch.float32
+    assert torch.isfinite(logits).all()

@@ -68,7 +68,8 @@ class TrialData:
 
 
 def build_trial_data(tokenizer: Any, splits: Mapping[str, Sequence[Mapping[str, Any]]],
-                     variables: Sequence[str], answers: Sequence[str]) -> TrialData:
+                     variables: Sequence[str], answers: Sequence[str],
+                     table_prompts: Sequence[tuple[str, Mapping[str, int]]] = ()) -> TrialData:
     """Tokenize every prompt once and index each split's pairs into the table.
 
     Args:
@@ -76,6 +77,9 @@ def build_trial_data(tokenizer: Any, splits: Mapping[str, Sequence[Mapping[str, 
         splits: split name -> rows with the columns of `causal_models.to_dataset`.
         variables: the hypothesis's variables; a row's `variables` must be among them.
         answers: every answer string of the template (restricted-vocabulary IIA ranks these).
+        table_prompts: (text, positions) to put in the table first, in this order: a sweep
+            passes every prompt of every trial so that all trials share one table (and one
+            hidden-state cache per layer).
     """
     texts: dict[str, int] = {}
     positions: list[Mapping[str, int]] = []
@@ -86,6 +90,8 @@ def build_trial_data(tokenizer: Any, splits: Mapping[str, Sequence[Mapping[str, 
             positions.append({k: v for k, v in position.items() if v is not None})
         return texts[text]
 
+    for text, position in table_prompts:
+        row_of(text, position)
     slot = {name: i for i, name in enumerate(variables)}
     answer_ids = answer_token_ids(tokenizer, answers)
     token_of = dict(zip(answers, answer_ids))

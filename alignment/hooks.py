@@ -12,7 +12,7 @@ at layer L and runs only the layers above it (the frozen-prefix cache, DESIGN.md
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
@@ -56,10 +56,8 @@ def capture_output(model: nn.Module, path: str, stop: bool = False) -> Iterator[
 
 def run_until_stopped(forward: Callable[[], Any]) -> None:
     """Call `forward`, treating a stop raised by `capture_output(stop=True)` as normal completion."""
-    try:
+    with suppress(_StopForward):
         forward()
-    except _StopForward:
-        pass
 
 
 @contextmanager

@@ -46,6 +46,8 @@ KINDS: tuple[str, ...] = ("boundless", "das", "low_rank", "full_swap", "random_r
 class Mask(nn.Module):
     """Per-variable weights over the basis coordinates: (n_variables, width), in [0, 1]."""
 
+    temperature: Tensor
+
     def __init__(self, n_variables: int, width: int):
         super().__init__()
         self.n_variables, self.width = n_variables, width
@@ -96,6 +98,9 @@ class Boundary(Mask):
     with beta_v in [0, 1] the learned boundary (clamped in the forward and projected back into
     [0, 1] after each step by `project`). The penalty is the sum of the clamped widths.
     """
+
+    starts: Tensor
+    centers: Tensor
 
     def __init__(self, n_variables: int, width: int, init_width: float = 0.5):
         super().__init__(n_variables, width)
@@ -151,6 +156,9 @@ class SubspaceSwap(nn.Module):
         swap = build_intervention("boundless", hidden_size=64, n_variables=2)
         out = swap(base, sources, active)   # (B, 64), (B, 2, 64), (B, 2) -> (B, 64)
     """
+
+    basis: Basis
+    mask: Mask
 
     def __init__(self, kind: str, basis: Basis, mask: Mask):
         super().__init__()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 log = logging.getLogger(__name__)
 MODEL_META = "align_search.json"
@@ -30,7 +29,7 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class LoadedModel:
-    model: nn.Module
+    model: Any  # a transformers PreTrainedModel
     tokenizer: Any
     path: str
     meta: dict[str, Any] = field(default_factory=dict)
@@ -48,7 +47,7 @@ def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = F
         kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch.bfloat16 if bf16 else torch.float32, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"{str(path)!r} must be a causal language model folder that transformers can load: "

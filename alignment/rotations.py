@@ -70,6 +70,8 @@ class Basis(nn.Module):
 class Rotation(Basis):
     """A full orthogonal rotation R = R0 @ Q(A), Q the Cayley map (or matrix_exp)."""
 
+    init: Tensor
+
     def __init__(self, hidden_size: int, seed: int = 0, rotation_map: RotationMap = "cayley",
                  trainable: bool = True):
         super().__init__()

@@ -50,13 +50,20 @@ def find_layer_list(model: nn.Module) -> str:
 
 
 def layer_count(model: nn.Module) -> int:
-    return len(get_module(model, find_layer_list(model)))
+    return len(_layers(model, find_layer_list(model)))
+
+
+def _layers(model: nn.Module, path: str) -> nn.ModuleList:
+    layers = get_module(model, path)
+    if not isinstance(layers, nn.ModuleList):
+        raise SiteError(f"{path!r} must be the decoder-layer ModuleList, got {type(layers).__name__}")
+    return layers
 
 
 def layer_site(model: nn.Module, layer: int) -> str:
     """The module path of decoder layer `layer`, checked against the model's layer count."""
     path = find_layer_list(model)
-    n_layers = len(get_module(model, path))
+    n_layers = len(_layers(model, path))
     if not 0 <= layer < n_layers:
         raise SiteError(f"layer must be in 0..{n_layers - 1} ({type(model).__name__} has {n_layers} layers), "
                         f"got {layer}")
@@ -80,7 +87,8 @@ def hidden_size(model: nn.Module) -> int:
         value = getattr(config, key, None)
         if isinstance(value, int):
             return value
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
     if isinstance(embeddings, nn.Embedding):
         return embeddings.embedding_dim
     raise SiteError(f"cannot read the hidden size of {type(model).__name__}")

@@ -61,7 +61,7 @@ class TaskModelConfig:
 
 @dataclass
 class TaskModelResult:
-    model: nn.Module
+    model: Any  # a transformers PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     accuracy: dict[str, float]
     seconds: float
@@ -164,7 +164,7 @@ def _fit(model: nn.Module, sampler: _PromptSampler, rng: random.Random, config: 
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
 
 
-def save_task_model(model: nn.Module, tokenizer: PreTrainedTokenizerFast, meta: dict[str, Any],
+def save_task_model(model: Any, tokenizer: PreTrainedTokenizerFast, meta: dict[str, Any],
                     out: str | Path) -> Path:
     out = Path(out)
     model.save_pretrained(out)

@@ -115,7 +115,7 @@ def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: Pos
                    "temperature": float(intervention.mask.temperature), **_widths(interchange)}
             record(row)
         if state.step % config.eval_every == 0 or state.step == steps:
-            _evaluate(interchange, dev_pairs, answer_ids, config, state, optimizer, record, report)
+            _evaluate(interchange, dev_pairs, answer_ids, config, state, steps, optimizer, record, report)
     best = state.best_intervention or copy.deepcopy(intervention.state_dict())
     return TrainResult(state.step, state.best_dev_iia, state.best_step, best, state.history)
 
@@ -168,8 +168,8 @@ def _widths(interchange: Interchange) -> dict[str, Any]:
 
 
 def _evaluate(interchange: Interchange, dev_pairs: PositionedPairs, answer_ids: Tensor, config: TrainConfig,
-              state: TrainState, optimizer: torch.optim.Optimizer, record: Callable[[dict[str, Any]], None],
-              report: Report | None) -> None:
+              state: TrainState, steps: int, optimizer: torch.optim.Optimizer,
+              record: Callable[[dict[str, Any]], None], report: Report | None) -> None:
     accuracy = interchange_accuracy(interchange, dev_pairs, answer_ids, config.eval_batch_size)
     intervention = interchange.intervention
     if accuracy.answers > state.best_dev_iia:
@@ -177,7 +177,7 @@ def _evaluate(interchange: Interchange, dev_pairs: PositionedPairs, answer_ids: 
         state.best_intervention = copy.deepcopy(intervention.state_dict())
     row = {"step": state.step, "dev_iia": accuracy.answers, "dev_iia_full_vocab": accuracy.full_vocab,
            "best_dev_iia": state.best_dev_iia, "temperature": float(intervention.mask.temperature),
-           **_widths(interchange)}
+           "final": state.step == steps, **_widths(interchange)}
     state.history.append(row)
     record(row)
     if report is not None:

@@ -42,6 +42,7 @@ class TrialInputs:
     loaded: LoadedModel | None = None
     splits: Mapping[str, Rows] | None = None
     cache_dir: str | None = None
+    table_prompts: Sequence[tuple[str, Mapping[str, int]]] = ()
 
 
 def resolve(config: TrialConfig, loaded: LoadedModel) -> TrialConfig:
@@ -90,17 +91,20 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     splits = inputs.splits or build_splits(config)
     task = get_task(config.task)
     answers = sorted(set(task.template(config.data.template).answers.values()))
-    data = build_trial_data(loaded.tokenizer, splits, config.variables, answers)
+    data = build_trial_data(loaded.tokenizer, splits, config.variables, answers, inputs.table_prompts)
     interchange = _interchange(config, loaded, data, inputs.cache_dir)
     prealign = _prealign(interchange, data, config)
     log.info("prealign accuracy %.3f (task accuracy of the un-intervened model)", prealign.answers)
     positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
-    mode = "w" if resume is None else "a"
-    with open(output / "metrics.jsonl", mode) as metrics:
+    if resume is not None:
+        _truncate_metrics(output / "metrics.jsonl", resume.step)
+    with open(output / "metrics.jsonl", "w" if resume is None else "a") as metrics:
         def record(row: dict[str, Any]) -> None:
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
-        record({"step": 0, "prealign_accuracy": prealign.answers, "prealign_accuracy_full_vocab": prealign.full_vocab})
+        if resume is None:
+            record({"step": 0, "prealign_accuracy": prealign.answers,
+                    "prealign_accuracy_full_vocab": prealign.full_vocab})
         result = train(interchange, positioned["train"], positioned["dev"], data.answer_ids, config.intervention,
                        config.train, record=record, report=report, resume=resume)
     interchange.intervention.load_state_dict(result.best_intervention)
@@ -109,6 +113,13 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     save_intervention(output / "intervention", interchange.intervention, _description(config, loaded, summary))
     atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows written after `step` (they will be written again by the resumed run)."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        atomic_write_text(path, "".join(f"{row}\n" for row in rows))
 
 
 def _interchange(config: TrialConfig, loaded: LoadedModel, data: TrialData, cache_dir: str | None) -> Interchange:

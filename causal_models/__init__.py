@@ -17,6 +17,6 @@ from causal_models.templates import LAST, FieldChar, PromptTemplate, TextChar
 __all__ = [
     "LAST", "TASKS", "CausalModel", "CausalModelError", "CounterfactualPair", "FieldChar", "Hypothesis",
     "PairSet", "PromptTemplate", "Task", "TextChar", "UnknownNameError", "Variable", "enumerate_hypotheses",
-    "get_task", "indistinguishable_variables", "load_pairs", "make_splits", "parse_layers", "sample_pairs", "save_pairs",
-    "to_dataset",
+    "get_task", "indistinguishable_variables", "load_pairs", "make_splits", "parse_layers", "sample_pairs",
+    "save_pairs", "to_dataset",
 ]

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from search import commands
+from search import commands, sweep_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="align-search", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_tasks, _add_data, _add_sites, _add_align):
+    for add in (_add_tasks, _add_data, _add_sites, _add_align, sweep_commands.add_parsers):
         add(sub)
     return parser
 
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        output = commands.run(args)
+        output = commands.run(args, announce=lambda line: print(line, flush=True))
     except Exception as error:
         if not isinstance(error, commands.user_errors()):
             raise

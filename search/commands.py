@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignment.persistence import InterventionMismatch
     from alignment.prompts import PositionError
     from alignment.sites import SiteError
+    from search.tracking import TrackingUnreachable
     return (ConfigError, UnknownNameError, CausalModelError, SamplingError, TemplateError, ModelLoadError,
-            InterventionMismatch, PositionError, SiteError, FileNotFoundError, NotADirectoryError, PermissionError)
+            InterventionMismatch, PositionError, SiteError, TrackingUnreachable, FileNotFoundError,
+            NotADirectoryError, PermissionError)
 
 
-def run(args: argparse.Namespace) -> Any:
-    handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align}
+def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
+    """Run the subcommand; `announce` prints a line while a long command is still running."""
+    from search import sweep_commands
+
+    if args.command == "ui":
+        return sweep_commands.ui(args, announce)
+    handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "sweep": sweep_commands.sweep,
+                "report": sweep_commands.report, "sync": sweep_commands.sync}
     return handlers[args.command](args)
 
 
@@ -56,7 +65,7 @@ def tasks(args: argparse.Namespace) -> str:
 
 
 def data(args: argparse.Namespace) -> str:
-    from causal_models import save_pairs, sample_pairs
+    from causal_models import sample_pairs, save_pairs
     task = get_task(args.task)
     model = task.causal_model(args.causal_model)
     variables = args.variables.split(",") if args.variables else list(model.default_variables)
@@ -72,13 +81,13 @@ def data(args: argparse.Namespace) -> str:
 
 def sites(args: argparse.Namespace) -> str:
     from alignment.models import load_model
-    from alignment.sites import find_layer_list, get_module, hidden_size
+    from alignment.sites import find_layer_list, hidden_size, layer_count
     loaded = load_model(args.model)
     model = loaded.model
     if args.all:
         return "\n".join(name for name, _ in model.named_modules() if name)
     path = find_layer_list(model)
-    count = len(get_module(model, path))
+    count = layer_count(model)
     return (f"{type(model).__name__}: {count} decoder layers at {path}.0 .. {path}.{count - 1}, "
             f"hidden size {hidden_size(model)}")
 

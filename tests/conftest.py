@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from alignment.models import LoadedModel
 from alignment.tokenizer import task_tokenizer
 from causal_models import get_task

@@ -16,6 +16,7 @@ Causal models (after Wu et al. 2023's IOI-with-DAS tutorial and causalgym):
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from causal_models.causal_model import CausalModel, Variable
@@ -75,7 +76,7 @@ def _io_name() -> CausalModel:
     )
 
 
-def _fields(inputs: dict[str, Any]) -> dict[str, str]:
+def _fields(inputs: Mapping[str, Any]) -> dict[str, str]:
     subject = inputs["name2"] if inputs["io_first"] else inputs["name1"]
     return {"name1": inputs["name1"], "name2": inputs["name2"], "subject": subject,
             "place": inputs["place"], "object": inputs["object"]}

@@ -27,6 +27,7 @@ word-level tokens, for the small models align-search trains itself.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 from causal_models.causal_model import CausalModel, Variable
@@ -119,7 +120,7 @@ def _money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
-def _fields(inputs: dict[str, Any]) -> dict[str, str]:
+def _fields(inputs: Mapping[str, Any]) -> dict[str, str]:
     return {key: _money(inputs[key]) for key in ("lower", "upper", "amount")}
 
 

@@ -70,6 +70,7 @@ def _sampler(program: Sequence[Operation]) -> Callable[[random.Random], dict[str
             words.setdefault(first, rng.choice(WORDS))
             if second in words:
                 continue
+            options: tuple[str, ...]
             if rng.random() < 0.5:  # make the comparison hold
                 options = SYNONYMS[GROUP[words[first]]] if operator == "synonym" else (words[first],)
                 if operator == "!=":

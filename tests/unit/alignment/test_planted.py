@@ -1,10 +1,9 @@
 """End to end: DAS finds a variable planted at a known layer and position, and nowhere else.
 
-The task plants the variable through the input: the answer is whether the *key* word belongs
-to a set, and the three filler words before it carry nothing. A tiny GPT-2 trained on it for a
-second reads the key into the last position, whose final hidden state must carry `in_set` (its
-answer is read from there by the unembedding). At a filler's position the variable cannot
-live at any layer: attention is causal and the fillers come before the key.
+The task (tests/planted_task.py) plants the variable through the input. A tiny GPT-2 trained
+on it for a second reads the key into the last position, whose final hidden state must carry
+`in_set` (the unembedding reads the answer from there). At a filler's position the variable
+cannot live at any layer: attention is causal and the fillers come before the key.
 """
 
 import pytest
@@ -13,23 +12,7 @@ from alignment.config import DataConfig, InterventionConfig, TrainConfig, TrialC
 from alignment.models import LoadedModel
 from alignment.taskmodels import TaskModelConfig, train_task_model
 from alignment.trial import TrialInputs, run_trial
-from causal_models import CausalModel, FieldChar, PromptTemplate, Task, Variable
-
-KEYS = ("red", "blue", "green", "pink", "gray", "gold", "teal", "navy")
-FILLERS = ("cat", "dog", "cow", "pig", "hen", "fox")
-
-
-def planted_task() -> Task:
-    model = CausalModel("planted", [
-        Variable("key", KEYS), *(Variable(f"f{i}", FILLERS) for i in range(3)),
-        Variable("in_set", (True, False), ("key",), lambda key: key in KEYS[:4]),
-        Variable("answer", (True, False), ("in_set",), lambda value: value),
-    ], output="answer", default_variables=("in_set",))
-    template = PromptTemplate("plain", "{f0} {f1} {f2} {key} =",
-                              lambda x: {k: x[k] for k in ("key", "f0", "f1", "f2")},
-                              {"key": FieldChar("key"), "filler": FieldChar("f1")}, {True: "yes", False: "no"})
-    return Task("planted", "is the key in the set", lambda rng: {"key": rng.choice(KEYS), **{
-        f"f{i}": rng.choice(FILLERS) for i in range(3)}}, {"planted": model}, {"plain": template}, "planted", "plain")
+from tests.planted_task import planted_task
 
 
 @pytest.fixture(scope="module")

@@ -18,28 +18,24 @@ def test_schedules():
     assert total_steps(1000, TrainConfig(batch_size=10, gradient_accumulation=4, epochs=2)) == 50
 
 
-def test_gradient_accumulation_uses_every_batch(tiny_price):
+def test_gradient_accumulation_uses_every_batch(tiny_price, monkeypatch):
     """Two micro-batches of 4 give the gradient of one batch of 8 (the 2023 code dropped half)."""
     interchange, pairs = interchange_for(tiny_price, 0, "last")
     start = copy.deepcopy(interchange.intervention.state_dict())
     grads = []
+    original = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):  # the gradient the optimizer is about to apply
+        grads.append(interchange.intervention.basis.generator.grad.clone())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
     for batch_size, accumulation in ((8, 1), (4, 2)):
         interchange.intervention.load_state_dict(start)
         config = TrainConfig(batch_size=batch_size, gradient_accumulation=accumulation, max_steps=1, eval_every=1,
                              lr=1e-9, boundary_lr=1e-9, warmup=0.0)
-        captured = {}
-        original = torch.optim.Adam.step
-
-        def spy(self, *args, **kwargs):
-            captured["grad"] = interchange.intervention.basis.generator.grad.clone()
-            return original(self, *args, **kwargs)
-
-        torch.optim.Adam.step = spy
-        try:
-            train(interchange, pairs, pairs, torch.tensor([0, 1]), InterventionConfig(width_penalty=0.0), config)
-        finally:
-            torch.optim.Adam.step = original
-        grads.append(captured["grad"])
+        train(interchange, pairs, pairs, torch.tensor([0, 1]), InterventionConfig(width_penalty=0.0), config)
+    assert len(grads) == 2
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 

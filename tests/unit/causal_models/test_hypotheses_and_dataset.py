@@ -2,7 +2,15 @@ import json
 
 import pytest
 
-from causal_models import Hypothesis, enumerate_hypotheses, get_task, load_pairs, parse_layers, sample_pairs, save_pairs
+from causal_models import (
+    Hypothesis,
+    enumerate_hypotheses,
+    get_task,
+    load_pairs,
+    parse_layers,
+    sample_pairs,
+    save_pairs,
+)
 from causal_models.dataset import make_splits, to_dataset
 from causal_models.pairs import input_key
 

@@ -54,9 +54,9 @@ def test_sampler_follows_the_2023_distribution():
     rng = random.Random(1)
     samples = [sample_inputs(rng) for _ in range(20_000)]
     widths = [s["upper"] - s["lower"] for s in samples]
-    assert 250 <= min(widths) and max(widths) <= 750
+    assert min(widths) >= 250 and max(widths) <= 750
     assert min(s["lower"] for s in samples) >= 5 and max(s["upper"] for s in samples) <= 995
-    assert 1 <= min(s["amount"] for s in samples) and max(s["amount"] for s in samples) <= 999
+    assert min(s["amount"] for s in samples) >= 1 and max(s["amount"] for s in samples) <= 999
     assert 0.40 < sum(inside(s["amount"], s["lower"], s["upper"]) for s in samples) / len(samples) < 0.60
 
 
@@ -84,5 +84,6 @@ def test_robustness_variants():
     assert "Fruitarian Frogs May Be Doing Flowers a Favor. Please" in TASK.template(
         "alpaca_prefix_frogs").render(inputs).text
     sibling = TASK.template("alpaca_true_false")
-    assert "Please say true only if" in sibling.render(inputs).text and "otherwise false." in sibling.render(inputs).text
+    text = sibling.render(inputs).text
+    assert "Please say true only if" in text and "otherwise false." in text
     assert sibling.answers == {True: "True", False: "False"}

@@ -1,0 +1,138 @@
+"""The sweep folder: everything a sweep needs and makes, in one place on (shared) storage.
+
+    SWEEP/
+      sweep.json          the fully resolved config
+      trials.json         every trial: hypothesis, seed, phase (stable keys, in order)
+      state.json          the MLflow experiment and parent run, phases done
+      data/<name>/        counterfactual pairs per causal model and variables (HF datasets), built once
+      data/prompts.json   every prompt of every trial: one shared prompt table, one cache per layer
+      cache/              hidden states per layer (memory-mapped .npy, shared by trials)
+      trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json
+      ray/                Ray Tune's experiment state (for --resume)
+      mlflow.db           the default MLflow store; mlartifacts/ its artifacts
+      results.csv, heatmap_<causal model>.png, report.md
+
+Trials on other machines read the same folder, so on a multi-node cluster it must be on
+shared storage (NFS, EFS, a mounted bucket); see docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from alignment.config_io import ConfigError, from_dict, to_dict
+from alignment.persistence import atomic_write_text
+from causal_models import Hypothesis
+from search.config import SweepConfig
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial of a sweep: a hypothesis, a seed, and its role.
+
+    role: "hypothesis" for the grid, or the control it is ("random_rotation", "random_model",
+        "full_swap", "control_model") for a found alignment's validity checks.
+    target: for a control, the key of the trial it checks.
+    """
+
+    hypothesis: Hypothesis
+    seed: int
+    phase: str = "grid"
+    role: str = "hypothesis"
+    target: str | None = None
+
+    @property
+    def key(self) -> str:
+        suffix = "" if self.role == "hypothesis" else f"~{self.role}"
+        return f"{self.hypothesis.id}#s{self.seed}{suffix}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hypothesis": asdict(self.hypothesis), "key": self.key}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TrialSpec:
+        hypothesis = data["hypothesis"]
+        return TrialSpec(Hypothesis(**{**hypothesis, "variables": tuple(hypothesis["variables"])}), data["seed"],
+                         data.get("phase", "grid"), data.get("role", "hypothesis"), data.get("target"))
+
+
+def folder_name(key: str) -> str:
+    """A trial key as a portable folder name."""
+    return re.sub(r"[^A-Za-z0-9_.+@=#~-]", "_", key.replace("<-", "_from_").replace(":", "."))
+
+
+def data_name(causal_model: str, variables: tuple[str, ...]) -> str:
+    return f"{causal_model}__{'+'.join(variables)}"
+
+
+class SweepFolder:
+    """Paths and small files of one sweep folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "sweep.json"
+
+    def exists(self) -> bool:
+        return self.config_file.is_file()
+
+    def write_config(self, config: SweepConfig) -> None:
+        atomic_write_text(self.config_file, json.dumps(to_dict(config), indent=2) + "\n")
+
+    def read_config(self) -> SweepConfig:
+        if not self.exists():
+            raise FileNotFoundError(f"a sweep folder must hold sweep.json, got {str(self.path)!r}")
+        return from_dict(SweepConfig, json.loads(self.config_file.read_text()))
+
+    def write_trials(self, specs: list[TrialSpec]) -> None:
+        atomic_write_text(self.path / "trials.json", json.dumps([s.to_dict() for s in specs], indent=1) + "\n")
+
+    def read_trials(self) -> list[TrialSpec]:
+        path = self.path / "trials.json"
+        return [TrialSpec.from_dict(d) for d in json.loads(path.read_text())] if path.is_file() else []
+
+    def trial(self, key: str) -> TrialSpec:
+        for spec in self.read_trials():
+            if spec.key == key:
+                return spec
+        raise ConfigError(f"trial must be one of the sweep's trials.json, got {key!r}")
+
+    def trial_dir(self, key: str) -> Path:
+        return self.path / "trials" / folder_name(key)
+
+    def data_dir(self, causal_model: str, variables: tuple[str, ...]) -> Path:
+        return self.path / "data" / data_name(causal_model, variables)
+
+    @property
+    def prompts_file(self) -> Path:
+        return self.path / "data" / "prompts.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    def read_state(self) -> dict[str, Any]:
+        path = self.path / "state.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def update_state(self, **values: Any) -> dict[str, Any]:
+        state = {**self.read_state(), **values}
+        atomic_write_text(self.path / "state.json", json.dumps(state, indent=2) + "\n")
+        return state
+
+    def summary(self, key: str) -> dict[str, Any] | None:
+        path = self.trial_dir(key) / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def status(self, key: str) -> dict[str, Any] | None:
+        path = self.trial_dir(key) / "status.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_status(self, key: str, **values: Any) -> None:
+        atomic_write_text(self.trial_dir(key) / "status.json", json.dumps(values, indent=2) + "\n")

@@ -1,0 +1,204 @@
+"""The sweep report: results.csv, a layer x position IIA heatmap per causal model, ranking, verdict.
+
+A trial's score is its test IIA (held-out pairs, hard mask) when it ran to the end, else the
+best dev IIA it reported before it was stopped. Seeds of the same hypothesis are averaged
+(mean and standard deviation, not the 2023 analysis's max over seeds). A causal model's
+variables count as *found* when its best hypothesis reaches IIA close to the model's own task
+accuracy (within `NEAR_TASK`) and clearly above every control causal model (by `MARGIN`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from causal_models import get_task
+from search.folder import SweepFolder, TrialSpec
+
+NEAR_TASK = 0.05
+MARGIN = 0.05
+COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "position", "intervention", "seed", "role",
+           "phase", "status", "stop_reason", "stopped_at_step", "score", "prealign_accuracy", "best_dev_iia",
+           "test_iia", "test_iia_full_vocab", "test_unchanged_share", "boundary_widths", "node_id", "seconds")
+
+
+def trial_rows(folder: SweepFolder) -> list[dict[str, Any]]:
+    """One row per trial of the sweep, from its summary or its final status."""
+    rows = []
+    for spec in folder.read_trials():
+        summary, status = folder.summary(spec.key), folder.status(spec.key) or {}
+        row = _row(spec, summary, status)
+        if row.get("prealign_accuracy") is None:
+            row["prealign_accuracy"] = _prealign(folder.trial_dir(spec.key) / "metrics.jsonl")
+        rows.append(row)
+    return rows
+
+
+def _prealign(path: Path) -> float | None:
+    """A stopped trial's task accuracy, from the first row of its metrics."""
+    if not path.is_file():
+        return None
+    with open(path) as lines:
+        first = lines.readline()
+    return json.loads(first).get("prealign_accuracy") if first.strip() else None
+
+
+def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]) -> dict[str, Any]:
+    hypothesis = spec.hypothesis
+    row: dict[str, Any] = {"key": spec.key, "hypothesis": hypothesis.id, "causal_model": hypothesis.causal_model,
+                           "variables": "+".join(hypothesis.variables), "layer": hypothesis.layer,
+                           "position": hypothesis.position, "intervention": hypothesis.intervention,
+                           "seed": spec.seed, "role": spec.role, "phase": spec.phase}
+    if summary is not None:
+        row.update({k: summary.get(k) for k in ("prealign_accuracy", "best_dev_iia", "test_iia",
+                                                "test_iia_full_vocab", "test_unchanged_share", "seconds")})
+        row.update(status="finished", score=summary["test_iia"],
+                   boundary_widths=json.dumps(summary.get("boundary_widths", {})))
+    else:
+        row.update(status=status.get("status", "pending"), stop_reason=status.get("reason") or status.get("error"),
+                   stopped_at_step=status.get("step"), best_dev_iia=status.get("best_dev_iia"),
+                   score=status.get("best_dev_iia"), node_id=status.get("node_id"))
+    return row
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sd of the score over seeds, per hypothesis (grid trials only), best first."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["role"] == "hypothesis" and row.get("score") is not None:
+            groups[row["hypothesis"]].append(row)
+    ranked = []
+    for hypothesis, members in groups.items():
+        scores = [float(r["score"]) for r in members]
+        first = members[0]
+        ranked.append({"hypothesis": hypothesis, "causal_model": first["causal_model"],
+                       "variables": first["variables"], "layer": first["layer"], "position": first["position"],
+                       "intervention": first["intervention"], "mean": statistics.fmean(scores),
+                       "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
+                       "finished": sum(r["status"] == "finished" for r in members)})
+    return sorted(ranked, key=lambda r: -r["mean"])
+
+
+def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """For each non-control causal model: is its best hypothesis near task accuracy and above the controls?"""
+    config = folder.read_config()
+    task = get_task(config.task)
+    accuracies = [r["prealign_accuracy"] for r in rows if r.get("prealign_accuracy") is not None]
+    task_accuracy = max(accuracies) if accuracies else float("nan")
+    best: dict[str, dict[str, Any]] = {}
+    for entry in ranked:
+        best.setdefault(entry["causal_model"], entry)
+    controls = {name: best[name]["mean"] for name in task.controls if name in best}
+    control_best = max(controls.values()) if controls else None
+    result = {}
+    for name, entry in best.items():
+        if name in task.controls:
+            continue
+        near = entry["mean"] >= task_accuracy - NEAR_TASK
+        above = control_best is None or entry["mean"] >= control_best + MARGIN
+        result[name] = {"best": entry["hypothesis"], "iia": round(entry["mean"], 4), "sd": round(entry["sd"], 4),
+                        "task_accuracy": task_accuracy, "best_control": control_best, "near_task": near,
+                        "above_controls": above, "found": bool(near and above)}
+    return {"task_accuracy": task_accuracy, "controls": controls, "causal_models": result}
+
+
+def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
+    """A layer x position heatmap of mean IIA per causal model (and intervention), positions by name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    by_model: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in ranked:
+        by_model[(entry["causal_model"], entry["variables"], entry["intervention"])].append(entry)
+    interventions = {key[2] for key in by_model}
+    for (causal_model, variables, intervention), entries in sorted(by_model.items()):
+        layers = sorted({e["layer"] for e in entries})
+        positions = _ordered_positions(folder, entries)
+        grid = [[math.nan] * len(positions) for _ in layers]
+        for entry in entries:
+            grid[layers.index(entry["layer"])][positions.index(entry["position"])] = entry["mean"]
+        figure, axes = plt.subplots(figsize=(1.1 * len(positions) + 2.5, 0.55 * len(layers) + 2))
+        image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", origin="lower")
+        for i, layer_row in enumerate(grid):
+            for j, value in enumerate(layer_row):
+                if not math.isnan(value):
+                    axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                              color="white" if value < 0.6 else "black")
+        axes.set_xticks(range(len(positions)), positions, rotation=40, ha="right")
+        axes.set_yticks(range(len(layers)), [f"L{layer}" for layer in layers])
+        title = causal_model if variables == causal_model else f"{causal_model}: {variables}"
+        axes.set_title(f"IIA, {title}" + (f" ({intervention})" if len(interventions) > 1 else ""))
+        figure.colorbar(image, ax=axes, fraction=0.04)
+        figure.tight_layout()
+        suffix = f"__{intervention}" if len(interventions) > 1 else ""
+        path = folder.path / f"heatmap_{causal_model}{suffix}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        files.append(path)
+    return files
+
+
+def _ordered_positions(folder: SweepFolder, entries: list[dict[str, Any]]) -> list[str]:
+    """Positions in template order (as in the paper's figures), unknown ones last."""
+    config = folder.read_config()
+    names = list(config.hypotheses.positions) if not isinstance(config.hypotheses.positions, str) else []
+    present = {e["position"] for e in entries}
+    ordered = [n for n in names if n in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def write_report(folder: SweepFolder) -> dict[str, Any]:
+    """Write results.csv, heatmaps and report.json/report.md; return what the CLI and MLflow need."""
+    rows = trial_rows(folder)
+    with open(folder.path / "results.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    ranked = aggregate(rows)
+    verdict = verdicts(folder, ranked, rows)
+    images = heatmaps(folder, ranked)
+    stopped = [r for r in rows if r["status"] == "stopped_early"]
+    summary = {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
+               "stopped_early": [{"key": r["key"], "step": r["stopped_at_step"], "reason": r["stop_reason"]}
+                                 for r in stopped],
+               "diverged": [r["key"] for r in rows if r["status"] == "diverged"],
+               "failed": [{"key": r["key"], "error": r["stop_reason"]} for r in rows if r["status"] == "failed"],
+               "ranking": ranked[:20], "verdict": verdict}
+    (folder.path / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder.path / "report.md").write_text(_markdown(summary))
+    files = [folder.path / "results.csv", folder.path / "report.md", *images]
+    metrics = {f"best_iia.{name}": v["iia"] for name, v in verdict["causal_models"].items()}
+    metrics.update({f"best_iia.{name}": value for name, value in verdict["controls"].items()})
+    tags = {f"verdict.{name}": "found" if v["found"] else "not found" for name, v in verdict["causal_models"].items()}
+    if ranked:
+        tags["best_hypothesis"] = ranked[0]["hypothesis"]
+    return {**summary, "files": files, "heatmaps": images, "parent_metrics": metrics, "parent_tags": tags}
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    verdict = summary["verdict"]
+    lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict['task_accuracy']:.3f}", "",
+             "| causal model | best hypothesis | IIA (mean ± sd) | best control | verdict |", "|---|---|---|---|---|"]
+    for name, v in verdict["causal_models"].items():
+        control = "-" if v["best_control"] is None else f"{v['best_control']:.3f}"
+        state = "found" if v["found"] else ("not found: below task accuracy" if not v["near_task"]
+                                            else "not found: not above the controls")
+        lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} ± {v['sd']:.3f} | {control} | {state} |")
+    for name, value in verdict["controls"].items():
+        lines.append(f"| {name} (control) | | {value:.3f} | | |")
+    lines += ["", f"Trials: {summary['trials']}, finished {summary['finished']}, stopped early "
+              f"{len(summary['stopped_early'])}, diverged {len(summary['diverged'])}, failed {len(summary['failed'])}.",
+              "", "## Ranking", "", "| hypothesis | IIA mean | sd | seeds |", "|---|---|---|---|"]
+    lines += [f"| `{r['hypothesis']}` | {r['mean']:.3f} | {r['sd']:.3f} | {r['seeds']} |" for r in summary["ranking"]]
+    if summary["stopped_early"]:
+        lines += ["", "## Stopped early", "", "| trial | step | reason |", "|---|---|---|"]
+        lines += [f"| `{s['key']}` | {s['step']} | {s['reason']} |" for s in summary["stopped_early"]]
+    return "\n".join(lines) + "\n"

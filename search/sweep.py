@@ -1,0 +1,156 @@
+"""The sweep driver: every hypothesis a Ray Tune trial, ASHA stops the weak, MLflow records all.
+
+1. The sweep folder gets the resolved config, the trial list and the shared data (`prepare`).
+2. Ray starts locally (or joins `ray_address`); each trial asks for its resources.
+3. Tune runs one trial per hypothesis and seed; trials report dev IIA after every evaluation.
+   ASHA (metric "iia", mode max) stops weak trials at its rungs, and a stopper ends trials
+   whose learned boundary collapsed to ~0 dimensions. `scheduler.kind = "fifo"` runs all.
+4. A driver callback mirrors trials into MLflow and records why each one ended.
+5. `report` writes results.csv, heatmaps and the verdict, also into the parent run.
+
+`--resume DIR` starts Tune again over the same trial list: finished trials stay finished (a
+trial with a summary in its folder reports it and returns), interrupted ones continue from
+the checkpoint in their folder, and the MLflow parent run and child runs are reused. Tune's
+own restore is not used: it unpickles `tuner.pkl` from the sweep folder, and nothing from a
+sweep folder is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignment.config_io import ConfigError, to_dict
+from search.config import SweepConfig
+from search.folder import SweepFolder, TrialSpec
+from search.prepare import build_data, model_facts, plan_trials, resolve_model_path, template_name
+from search.tracking import Tracker, default_uri, is_local
+
+log = logging.getLogger(__name__)
+TUNE_NAME = "tune"
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    trials: int
+    report: dict[str, Any]
+    seconds: float
+
+
+def new_folder(config: SweepConfig) -> SweepFolder:
+    if config.output_dir:
+        path = Path(config.output_dir)
+    else:
+        path = Path("sweeps") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = SweepFolder(path)
+    if folder.exists():
+        raise ConfigError(f"sweep folder {str(path)!r} already holds a sweep; resume it with "
+                          f"`align-search sweep --resume {path}` or choose another --out")
+    _check_writable(path)
+    return folder
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"sweep folder {str(path)!r} must be writable: {error.strerror}") from None
+
+
+def prepare_sweep(config: SweepConfig, folder: SweepFolder) -> list[TrialSpec]:
+    """Write the config, plan the trials and build the data (idempotent: a resume reuses them)."""
+    model_path = resolve_model_path(config)
+    n_layers, meta = model_facts(model_path)
+    template = template_name(config, meta)
+    specs = folder.read_trials() or plan_trials(config, n_layers, template)
+    folder.write_config(config)
+    folder.write_trials(specs)
+    build_data(folder, config, specs, template)
+    return specs
+
+
+def tracker_for(config: SweepConfig, folder: SweepFolder) -> Tracker:
+    uri = config.tracking.uri or default_uri(folder)
+    tracker = Tracker(folder, uri, config.tracking.experiment)
+    if not is_local(uri):
+        tracker.check()
+    return tracker
+
+
+def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
+    """Run (or resume) the sweep in `folder`; return where the results are."""
+    from search.report import write_report
+
+    started = time.perf_counter()
+    tracker = tracker_for(config, folder)  # fails in one line, before any work, when unreachable
+    specs = prepare_sweep(config, folder)
+    tracker.start_parent(to_dict(config))
+    _run_tune(config, folder, specs, tracker)
+    _upload_missing(folder, tracker)
+    report = write_report(folder)
+    tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
+    return SweepResult(folder.path, len(specs), report, time.perf_counter() - started)
+
+
+def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
+    for spec in folder.read_trials():
+        directory = folder.trial_dir(spec.key)
+        if directory.is_dir():
+            tracker.upload_trial(spec)
+
+
+def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker) -> None:
+    import ray
+    from ray import tune
+
+    from search.trainable import run_sweep_trial
+    from search.tune_parts import SweepCallback, tune_config
+
+    started_ray = _init_ray(config)
+    try:
+        resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu, **config.resources.custom}
+        trainable = tune.with_resources(run_sweep_trial, resources)
+        storage = str((folder.path / "ray").resolve())
+        attempt = folder.update_state(attempts=folder.read_state().get("attempts", 0) + 1)["attempts"]
+        callback = SweepCallback(folder, tracker, config.scheduler)
+        tuner = tune.Tuner(trainable, param_space={
+            "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
+            tune_config=tune_config(config, specs),
+            run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}", callback))
+        tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run_config(config: SweepConfig, storage: str, name: str, callback: Any) -> Any:
+    from ray import tune
+
+    from search.tune_parts import CollapseStopper
+    return tune.RunConfig(
+        name=name, storage_path=storage, stop=CollapseStopper(config.scheduler), callbacks=[callback],
+        failure_config=tune.FailureConfig(max_failures=config.resources.max_failures), verbose=0)
+
+
+def _init_ray(config: SweepConfig) -> bool:
+    """Start a local Ray (or join `ray_address`); True when this process started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if config.ray_address:
+        from cluster.ray_cluster import connect
+        connect(config.ray_address)
+        return True
+    cpus = max(os.cpu_count() or 1, int(config.resources.concurrency * config.resources.cpu))
+    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False,
+             configure_logging=False)
+    return True

@@ -1,0 +1,144 @@
+"""The sweep's subcommands: sweep, report, sync, ui. They return text; search/cli.py prints it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from alignment.config_io import ConfigError, to_dict
+from search.config import SweepConfig, load_config, to_toml, with_flags
+from search.folder import SweepFolder
+
+# Keys a resumed sweep may change: where it runs and logs, not what it computes.
+RUNTIME_KEYS = ("ray_address", "tracking.uri", "resources.concurrency", "resources.max_failures", "output_dir")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="run a layer x position sweep (the embedded default with no config)")
+    p.add_argument("config", nargs="?", help="a TOML sweep config (default: the embedded price-tagging sweep)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep")
+    p.add_argument("--address", help="join a running Ray cluster (auto, HOST:PORT or ray://HOST:PORT)")
+    p.add_argument("--tracking-uri", help="log to this MLflow server instead of the sweep folder")
+    p.add_argument("--scheduler", choices=["asha", "fifo"])
+    p.add_argument("--out", help="the sweep folder (default: sweeps/NAME-TIMESTAMP)")
+    p = sub.add_parser("report", help="rewrite a sweep's results.csv, heatmaps and verdict")
+    p.add_argument("folder")
+    p = sub.add_parser("sync", help="upload what a sweep could not log to MLflow")
+    p.add_argument("folder")
+    p.add_argument("--tracking-uri")
+    p = sub.add_parser("ui", help="open the MLflow UI over a sweep's store (on 127.0.0.1)")
+    p.add_argument("folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+
+
+def resolve_sweep_config(args: argparse.Namespace) -> tuple[SweepConfig, SweepFolder | None]:
+    flags = {"scheduler": args.scheduler, "address": args.address, "tracking_uri": args.tracking_uri, "out": args.out}
+    if not args.resume:
+        return with_flags(load_config(args.config, args.set), **flags), None
+    folder = SweepFolder(args.resume)
+    stored = folder.read_config()
+    if args.config or args.set:
+        asked = with_flags(load_config(args.config, args.set), **flags)
+        differing = _differences(to_dict(stored), to_dict(asked))
+        if differing:
+            raise ConfigError(f"resume folder {args.resume!r} was made by a different config; differing keys: "
+                              f"{', '.join(differing)}. Resume without a config, or start a new sweep")
+    return with_flags(replace(stored, output_dir=str(folder.path)), **flags), folder
+
+
+def _differences(stored: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(stored) | set(asked)):
+        path = f"{prefix}{key}"
+        if isinstance(stored.get(key), dict) and isinstance(asked.get(key), dict):
+            keys += _differences(stored[key], asked[key], f"{path}.")
+        elif stored.get(key) != asked.get(key) and path not in RUNTIME_KEYS:
+            keys.append(f"{path} ({stored.get(key)!r} -> {asked.get(key)!r})")
+    return keys
+
+
+def sweep(args: argparse.Namespace) -> str:
+    from search.sweep import new_folder, run_sweep
+
+    config, folder = resolve_sweep_config(args)
+    if args.print_config:
+        return to_toml(config).rstrip()
+    folder = folder or new_folder(config)
+    started = time.perf_counter()
+    result = run_sweep(config, folder)
+    return _closing_lines(folder, result.report, time.perf_counter() - started)
+
+
+def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) -> str:
+    verdict = report["verdict"]
+    lines = [f"sweep finished in {seconds / 60:.1f} min: {report['trials']} trials, {report['finished']} ran to the "
+             f"end, {len(report['stopped_early'])} stopped early, {len(report['diverged'])} diverged, "
+             f"{len(report['failed'])} failed; task accuracy {verdict['task_accuracy']:.3f}"]
+    for name, v in verdict["causal_models"].items():
+        state = "FOUND" if v["found"] else "not found"
+        lines.append(f"  {name}: {state}, best {v['best']} IIA {v['iia']:.3f} (best control {v['best_control']})")
+    for name, value in verdict["controls"].items():
+        lines.append(f"  {name} (control): best IIA {value:.3f}")
+    lines.append(f"results: {folder.path / 'results.csv'} and {folder.path / 'report.md'}")
+    lines.append(f"heatmaps: {', '.join(str(p) for p in report['heatmaps'])}")
+    lines.append(f"MLflow UI: align-search ui {folder.path}")
+    return "\n".join(lines)
+
+
+def report(args: argparse.Namespace) -> str:
+    from search.report import write_report
+
+    folder = SweepFolder(args.folder)
+    folder.read_config()
+    result = write_report(folder)
+    return json.dumps({"verdict": result["verdict"], "stopped_early": len(result["stopped_early"]),
+                       "files": [str(f) for f in result["files"]]}, indent=2)
+
+
+def sync(args: argparse.Namespace) -> str:
+    from search.report import write_report
+    from search.sweep import tracker_for
+
+    folder = SweepFolder(args.folder)
+    config = folder.read_config()
+    if args.tracking_uri:
+        config = replace(config, tracking=replace(config.tracking, uri=args.tracking_uri))
+    tracker = tracker_for(config, folder)
+    tracker.start_parent(to_dict(config))
+    uploaded = sum(tracker.upload_trial(spec) for spec in folder.read_trials() if folder.trial_dir(spec.key).is_dir())
+    if not tracker.available:
+        raise ConfigError(f"MLflow at {tracker.uri} stopped answering during sync; run it again once it is back")
+    result = write_report(folder)
+    tracker.finish_parent(result["parent_metrics"], result["parent_tags"], result["files"])
+    return f"synced {uploaded} trials of {folder.path} to {tracker.uri}"
+
+
+def ui(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
+    from search.tracking import default_uri
+
+    folder = SweepFolder(args.folder)
+    folder.read_config()
+    state = folder.read_state()
+    mlflow = shutil.which("mlflow") or f"{sys.executable} -m mlflow"
+    command = [*mlflow.split(), "server", "--host", args.host, "--port", str(args.port), "--workers", "1",
+               "--backend-store-uri", state.get("tracking_uri") or default_uri(folder)]
+    experiment = state.get("experiment_id", "0")
+    announce(f"MLflow UI: http://{args.host}:{args.port}/#/experiments/{experiment}/runs (Ctrl-C to stop)")
+    process = subprocess.Popen(command, env={**__import__("os").environ,
+                                             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=30)
+    return "MLflow UI stopped"

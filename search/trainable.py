@@ -1,0 +1,103 @@
+"""The Ray Tune trainable: one trial of a sweep, run inside a Ray worker.
+
+It reads everything from the sweep folder (config, its trial spec, the shared pairs and prompt
+list, the per-layer hidden-state cache), trains through `alignment.trial.run_trial`, and
+reports dev IIA to Tune after every evaluation, so ASHA can stop it. After every evaluation it
+also writes a checkpoint into its trial folder (`search/checkpoint.py`), so a retried trial or
+a resumed sweep continues from there. A trial whose summary (or final status) already exists
+reports it and returns: a resumed sweep never re-runs finished work. A diverged trial (NaN
+loss) is recorded as such and ends normally, so it is neither retried nor fatal.
+
+The loaded model is kept per worker process: with `reuse_actors`, a worker runs many trials
+and loads the model once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignment.models import LoadedModel, load_model
+from alignment.train import TrainState, TrialDiverged
+from alignment.trial import TrialInputs, run_trial
+from search.checkpoint import read_checkpoint, write_checkpoint
+from search.folder import SweepFolder
+from search.prepare import load_prompts, load_rows, resolve_model_path, template_name, trial_config
+
+_MODELS: dict[tuple[str, bool], LoadedModel] = {}
+FINAL_KEYS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "best_step", "steps",
+              "test_unchanged_share", "seconds")
+
+
+def _model(path: str, bf16: bool, device: str | None) -> LoadedModel:
+    if (path, bf16) not in _MODELS:
+        _MODELS.clear()  # one model per worker at a time
+        _MODELS[(path, bf16)] = load_model(path, bf16, device=device)
+    return _MODELS[(path, bf16)]
+
+
+def _node() -> dict[str, str]:
+    import ray
+    return {"node_id": ray.get_runtime_context().get_node_id(), "pid": str(os.getpid())}
+
+
+def run_sweep_trial(params: dict[str, Any]) -> None:
+    """Tune function trainable; `params` holds "sweep_dir" and "trial" (the trial key)."""
+    from ray import tune
+
+    folder = SweepFolder(params["sweep_dir"])
+    key = params["trial"]
+    done = folder.summary(key) or folder.status(key)
+    if done is not None:  # finished before an interruption: report it, do not re-run
+        tune.report({**_final(done), **_node(), "iia": done.get("best_dev_iia", 0.0), "done": True})
+        return
+    config = folder.read_config()
+    spec = folder.trial(key)
+    model_path = spec_model_path(folder, spec, config)
+    cpus = max(1, int(config.resources.cpu))
+    torch.set_num_threads(config.train.threads or cpus)
+    device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
+    loaded = _model(model_path, config.train.bf16, device)
+    template = template_name(config, loaded.meta)
+    trial = trial_config(config, spec, model_path, template)
+    rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
+    inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
+    trial_dir = folder.trial_dir(key)
+    resume = read_checkpoint(trial_dir / "checkpoint")
+    try:
+        summary = run_trial(trial, trial_dir, inputs, report=_reporter(tune, trial_dir), resume=resume)
+    except TrialDiverged as error:
+        folder.write_status(key, status="diverged", error=str(error))
+        tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
+        return
+    tune.report({**_final(summary), **_node(), "iia": summary["best_dev_iia"], "done": True})
+
+
+def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:
+    """The model a trial runs on: the sweep's, or its randomly initialised copy for that control."""
+    path = resolve_model_path(config)
+    if spec.role == "random_model":
+        return str(folder.path / "random_model")
+    return path
+
+
+def _final(summary: dict[str, Any]) -> dict[str, Any]:
+    final = {key: summary[key] for key in FINAL_KEYS if key in summary}
+    if "boundary_widths" in summary:
+        final["min_width"] = min(summary["boundary_widths"].values())
+    if "status" in summary:
+        final["status"] = summary["status"]
+    return final
+
+
+def _reporter(tune: Any, trial_dir: Path) -> Any:
+    def report(row: dict[str, Any], snapshot: Any) -> None:
+        state: TrainState = snapshot()
+        write_checkpoint(state, trial_dir / "checkpoint")
+        tune.report({"iia": row["dev_iia"], "dev_iia": row["dev_iia"], "dev_iia_full_vocab": row["dev_iia_full_vocab"],
+                     "step": row["step"], "min_width": row["min_width"], "temperature": row["temperature"],
+                     "final": row["final"], **_node()})
+    return report

@@ -1,0 +1,93 @@
+"""Sweeps end to end on Ray Tune with MLflow: results, heatmaps, runs, ASHA, kill and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.cli import main
+from tests.integration.conftest import kill_group, planted_sweep_args
+
+pytestmark = pytest.mark.slow
+
+
+def runs_of(folder: Path) -> tuple[list, list]:
+    client = MlflowClient(f"sqlite:///{folder.resolve() / 'mlflow.db'}")
+    state = json.loads((folder / "state.json").read_text())
+    runs = client.search_runs([state["experiment_id"]], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == state["parent_run_id"]]
+    return parents, children
+
+
+def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, capsys):
+    folder = tmp_path / "sweep"
+    assert main(planted_sweep_args(planted_model, folder, "--scheduler", "fifo")) == 0
+    out = capsys.readouterr().out
+    assert "heatmaps:" in out and "align-search ui" in out
+    rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
+    assert len(rows) == 8 and all(r["status"] == "finished" for r in rows)
+    assert (folder / "heatmap_planted.png").is_file() and (folder / "heatmap_key_low.png").is_file()
+    best = {r["hypothesis"]: float(r["test_iia"]) for r in rows}
+    assert best["planted:in_set@L1:last:das"] >= 0.95
+    assert abs(best["planted:in_set@L0:filler:das"] - 0.5) <= 0.1
+    report = json.loads((folder / "report.json").read_text())
+    assert report["verdict"]["causal_models"]["planted"]["found"] is True
+    parents, children = runs_of(folder)
+    assert len(parents) == 1 and len(children) == 8
+    for run in children:
+        assert {"causal_model", "variables", "layer", "position", "intervention", "seed"} <= set(run.data.params)
+        assert {"dev_iia", "test_iia", "prealign_accuracy", "loss"} <= set(run.data.metrics)
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "finished"
+    assert {"best_iia.planted", "best_iia.key_low"} <= set(parents[0].data.metrics)
+
+
+def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
+    folder = tmp_path / "asha"
+    extra = ["--set", "scheduler.grace_period=1", "--set", "scheduler.reduction_factor=2",
+             "--set", 'hypotheses.causal_models=["planted"]', "--set", "hypotheses.seeds=[0, 1, 2]",
+             "--set", "scheduler.collapse_width=-1"]
+    assert main(planted_sweep_args(planted_model, folder, *extra)) == 0
+    report = json.loads((folder / "report.json").read_text())
+    assert len(report["stopped_early"]) >= 1
+    assert all(s["reason"] == "asha" and s["step"] < 60 for s in report["stopped_early"])
+    stopped = {s["key"] for s in report["stopped_early"]}
+    assert report["ranking"][0]["position"] == "last"
+    assert not any(":last:" in key and "@L1" in key for key in stopped)  # the strong hypothesis runs to the end
+
+
+def test_killed_driver_resumes_without_rerunning_or_duplicating(planted_model, tmp_path):
+    folder = tmp_path / "killed"
+    args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--set", "hypotheses.seeds=[0, 1]",
+                              "--set", "train.max_steps=120", "--set", "resources.concurrency=1")
+    command = [sys.executable, "-c", "import sys; from search.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list(folder.glob("trials/*/summary.json"))) < 3:
+            time.sleep(0.5)
+        finished_before = {p: p.stat().st_mtime_ns for p in folder.glob("trials/*/summary.json")}
+        assert len(finished_before) >= 3, "the sweep did not finish three trials in time"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        time.sleep(2)
+        kill_group(driver.pid)  # the Ray processes this driver started
+    assert main(["sweep", "--resume", str(folder)]) == 0
+    for path, stamp in finished_before.items():
+        assert path.stat().st_mtime_ns == stamp, f"{path.parent.name} was re-run"
+    rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
+    assert len(rows) == 16 and len({r["key"] for r in rows}) == 16
+    assert all(r["status"] == "finished" for r in rows)
+    _, children = runs_of(folder)
+    assert sorted(r.info.run_name for r in children) == sorted(r["key"] for r in rows)

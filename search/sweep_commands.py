@@ -53,6 +53,7 @@ def resolve_sweep_config(args: argparse.Namespace) -> tuple[SweepConfig, SweepFo
         if differing:
             raise ConfigError(f"resume folder {args.resume!r} was made by a different config; differing keys: "
                               f"{', '.join(differing)}. Resume without a config, or start a new sweep")
+        stored = asked  # equal but for where it runs and logs
     return with_flags(replace(stored, output_dir=str(folder.path)), **flags), folder
 
 

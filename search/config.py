@@ -99,6 +99,31 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class ControlsConfig:
+    """The validity controls run after the grid for the best hypotheses of each causal model.
+
+    top_k: hypotheses per causal model that get controls (0 turns the phase off).
+    kinds: random_rotation, random_model, full_swap.
+    seeds: more seeds of each such hypothesis (its IIA is then a mean over seeds).
+    margin: how far above every control an alignment must be to count as found.
+    """
+
+    top_k: int = 1
+    kinds: tuple[str, ...] = ("random_rotation", "random_model", "full_swap")
+    seeds: tuple[int, ...] = (1, 2)
+    margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        positive("controls.top_k", self.top_k, allow_zero=True)
+        for kind in self.kinds:
+            if kind not in ("random_rotation", "random_model", "full_swap"):
+                raise ConfigError(f"controls.kinds must be among random_rotation, random_model, full_swap, "
+                                  f"got {kind!r}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ConfigError(f"controls.margin must be in [0, 1), got {self.margin}")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """A whole sweep, fully resolved into the sweep folder's `sweep.json`."""
 
@@ -112,6 +137,7 @@ class SweepConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(n_train=2000, n_dev=200, n_test=400,
                                                                 max_unchanged=0.5))
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray_address: str | None = None

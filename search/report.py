@@ -4,7 +4,9 @@ A trial's score is its test IIA (held-out pairs, hard mask) when it ran to the e
 best dev IIA it reported before it was stopped. Seeds of the same hypothesis are averaged
 (mean and standard deviation, not the 2023 analysis's max over seeds). A causal model's
 variables count as *found* when its best hypothesis reaches IIA close to the model's own task
-accuracy (within `NEAR_TASK`) and clearly above every control causal model (by `MARGIN`).
+accuracy (within `NEAR_TASK`) and clearly above (by `controls.margin`) every control: the
+task's control causal models and the validity controls run for it (random rotation, random
+model, full swap; `search/controls.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ from causal_models import get_task
 from search.folder import SweepFolder, TrialSpec
 
 NEAR_TASK = 0.05
-MARGIN = 0.05
 COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "position", "intervention", "seed", "role",
-           "phase", "status", "stop_reason", "stopped_at_step", "score", "prealign_accuracy", "best_dev_iia",
+           "phase", "target", "status", "stop_reason", "stopped_at_step", "score", "prealign_accuracy", "best_dev_iia",
            "test_iia", "test_iia_full_vocab", "test_unchanged_share", "boundary_widths", "node_id", "seconds")
 
 
@@ -53,7 +54,7 @@ def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]
     row: dict[str, Any] = {"key": spec.key, "hypothesis": hypothesis.id, "causal_model": hypothesis.causal_model,
                            "variables": "+".join(hypothesis.variables), "layer": hypothesis.layer,
                            "position": hypothesis.position, "intervention": hypothesis.intervention,
-                           "seed": spec.seed, "role": spec.role, "phase": spec.phase}
+                           "seed": spec.seed, "role": spec.role, "phase": spec.phase, "target": spec.target}
     if summary is not None:
         row.update({k: summary.get(k) for k in ("prealign_accuracy", "best_dev_iia", "test_iia",
                                                 "test_iia_full_vocab", "test_unchanged_share", "seconds")})
@@ -76,19 +77,23 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for hypothesis, members in groups.items():
         scores = [float(r["score"]) for r in members]
         first = members[0]
+        devs = [float(r["best_dev_iia"]) for r in members if r.get("best_dev_iia") is not None]
         ranked.append({"hypothesis": hypothesis, "causal_model": first["causal_model"],
                        "variables": first["variables"], "layer": first["layer"], "position": first["position"],
                        "intervention": first["intervention"], "mean": statistics.fmean(scores),
                        "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
+                       "dev": round(statistics.fmean(devs), 4) if devs else None,
                        "finished": sum(r["status"] == "finished" for r in members)})
     return sorted(ranked, key=lambda r: -r["mean"])
 
 
 def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """For each non-control causal model: is its best hypothesis near task accuracy and above the controls?"""
+    """For each non-control causal model: is its best hypothesis near task accuracy and above every control?"""
     config = folder.read_config()
     task = get_task(config.task)
-    accuracies = [r["prealign_accuracy"] for r in rows if r.get("prealign_accuracy") is not None]
+    margin = config.controls.margin
+    accuracies = [r["prealign_accuracy"] for r in rows
+                  if r.get("prealign_accuracy") is not None and r["role"] != "random_model"]
     task_accuracy = max(accuracies) if accuracies else float("nan")
     best: dict[str, dict[str, Any]] = {}
     for entry in ranked:
@@ -99,12 +104,25 @@ def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[
     for name, entry in best.items():
         if name in task.controls:
             continue
+        checks = _validity(entry, rows)
         near = entry["mean"] >= task_accuracy - NEAR_TASK
-        above = control_best is None or entry["mean"] >= control_best + MARGIN
+        beaten = {"control causal models": control_best, **checks}
+        failed = [k for k, value in beaten.items() if value is not None and entry["mean"] < value + margin]
         result[name] = {"best": entry["hypothesis"], "iia": round(entry["mean"], 4), "sd": round(entry["sd"], 4),
-                        "task_accuracy": task_accuracy, "best_control": control_best, "near_task": near,
-                        "above_controls": above, "found": bool(near and above)}
-    return {"task_accuracy": task_accuracy, "controls": controls, "causal_models": result}
+                        "seeds": entry["seeds"], "dev_iia": entry.get("dev"), "task_accuracy": task_accuracy,
+                        "best_control": control_best, "controls": checks, "near_task": near,
+                        "above_controls": not failed, "failed_controls": failed, "found": bool(near and not failed)}
+    return {"task_accuracy": task_accuracy, "controls": controls, "margin": margin, "causal_models": result}
+
+
+def _validity(entry: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Scores of the validity controls run for a hypothesis (None where a control did not finish)."""
+    keys_of_hypothesis = {r["key"] for r in rows if r["hypothesis"] == entry["hypothesis"]}
+    found: dict[str, float | None] = {}
+    for row in rows:
+        if row["role"] != "hypothesis" and row.get("target") in keys_of_hypothesis:
+            found[row["role"]] = float(row["score"]) if row.get("score") is not None else None
+    return found
 
 
 def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
@@ -185,13 +203,18 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
 
 def _markdown(summary: dict[str, Any]) -> str:
     verdict = summary["verdict"]
-    lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict['task_accuracy']:.3f}", "",
-             "| causal model | best hypothesis | IIA (mean ± sd) | best control | verdict |", "|---|---|---|---|---|"]
+    lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict['task_accuracy']:.3f}. "
+             f"An alignment is found when its test IIA is within {NEAR_TASK} of it and at least "
+             f"{verdict['margin']} above every control.", "",
+             "| causal model | best hypothesis | test IIA (mean ± sd, seeds) | dev IIA | control causal models "
+             "| random rotation | random model | full swap | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for name, v in verdict["causal_models"].items():
-        control = "-" if v["best_control"] is None else f"{v['best_control']:.3f}"
         state = "found" if v["found"] else ("not found: below task accuracy" if not v["near_task"]
-                                            else "not found: not above the controls")
-        lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} ± {v['sd']:.3f} | {control} | {state} |")
+                                            else f"not found: not above {', '.join(v['failed_controls'])}")
+        cells = [_cell(v["best_control"])] + [_cell(v["controls"].get(k), k in v["controls"])
+                                              for k in ("random_rotation", "random_model", "full_swap")]
+        lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} ± {v['sd']:.3f} ({v['seeds']}) | "
+                     f"{_cell(v['dev_iia'])} | {' | '.join(cells)} | {state} |")
     for name, value in verdict["controls"].items():
         lines.append(f"| {name} (control) | | {value:.3f} | | |")
     lines += ["", f"Trials: {summary['trials']}, finished {summary['finished']}, stopped early "
@@ -202,3 +225,9 @@ def _markdown(summary: dict[str, Any]) -> str:
         lines += ["", "## Stopped early", "", "| trial | step | reason |", "|---|---|---|"]
         lines += [f"| `{s['key']}` | {s['step']} | {s['reason']} |" for s in summary["stopped_early"]]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None, ran: bool = True) -> str:
+    if not ran:
+        return "not run"
+    return "-" if value is None else f"{value:.3f}"

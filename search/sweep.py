@@ -6,7 +6,9 @@
    ASHA (metric "iia", mode max) stops weak trials at its rungs, and a stopper ends trials
    whose learned boundary collapsed to ~0 dimensions. `scheduler.kind = "fifo"` runs all.
 4. A driver callback mirrors trials into MLflow and records why each one ended.
-5. `report` writes results.csv, heatmaps and the verdict, also into the parent run.
+5. The best hypotheses of each causal model get their validity controls and more seeds, as a
+   second Tune run without early stopping (`search/controls.py`).
+6. `report` writes results.csv, heatmaps and the verdict, also into the parent run.
 
 `--resume DIR` starts Tune again over the same trial list: finished trials stay finished (a
 trial with a summary in its folder reports it and returns), interrupted ones continue from
@@ -26,6 +28,7 @@ from typing import Any
 
 from alignment.config_io import ConfigError, to_dict
 from search.config import SweepConfig
+from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
 from search.prepare import build_data, model_facts, plan_trials, resolve_model_path, template_name
 from search.tracking import Tracker, default_uri, is_local
@@ -91,9 +94,12 @@ def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
 
     started = time.perf_counter()
     tracker = tracker_for(config, folder)  # fails in one line, before any work, when unreachable
-    specs = prepare_sweep(config, folder)
+    specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
     tracker.start_parent(to_dict(config))
-    _run_tune(config, folder, specs, tracker)
+    _run_tune(config, folder, specs, tracker, "grid", config.scheduler.kind)
+    controls = plan_controls(config, folder)
+    if controls:
+        _run_tune(config, folder, controls, tracker, "controls", "fifo")
     _upload_missing(folder, tracker)
     report = write_report(folder)
     tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
@@ -107,7 +113,8 @@ def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
             tracker.upload_trial(spec)
 
 
-def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker) -> None:
+def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker, phase: str,
+              scheduler: str) -> None:
     import ray
     from ray import tune
 
@@ -120,11 +127,11 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
         trainable = tune.with_resources(run_sweep_trial, resources)
         storage = str((folder.path / "ray").resolve())
         attempt = folder.update_state(attempts=folder.read_state().get("attempts", 0) + 1)["attempts"]
-        callback = SweepCallback(folder, tracker, config.scheduler)
+        callback = SweepCallback(folder, tracker, config.scheduler, specs)
         tuner = tune.Tuner(trainable, param_space={
             "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
-            tune_config=tune_config(config, specs),
-            run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}", callback))
+            tune_config=tune_config(config, scheduler),
+            run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}-{phase}", callback))
         tuner.fit()
     finally:
         if started_ray:

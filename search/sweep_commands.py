@@ -86,7 +86,8 @@ def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) 
              f"end, {len(report['stopped_early'])} stopped early, {len(report['diverged'])} diverged, "
              f"{len(report['failed'])} failed; task accuracy {verdict['task_accuracy']:.3f}"]
     for name, v in verdict["causal_models"].items():
-        state = "FOUND" if v["found"] else "not found"
+        state = "FOUND" if v["found"] else ("not found (below task accuracy)" if not v["near_task"] else
+                                            f"not found (not above {', '.join(v['failed_controls'])})")
         lines.append(f"  {name}: {state}, best {v['best']} IIA {v['iia']:.3f} (best control {v['best_control']})")
     for name, value in verdict["controls"].items():
         lines.append(f"  {name} (control): best IIA {value:.3f}")

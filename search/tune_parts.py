@@ -31,9 +31,9 @@ def reports_per_trial(config: SweepConfig) -> int:
     return math.ceil(steps / config.train.eval_every) + 1
 
 
-def tune_config(config: SweepConfig, specs: list[TrialSpec]) -> Any:
+def tune_config(config: SweepConfig, kind: str) -> Any:
     scheduler_config = config.scheduler
-    if scheduler_config.kind == "asha":
+    if kind == "asha":
         scheduler: Any = ASHAScheduler(time_attr="training_iteration", max_t=reports_per_trial(config) + 2,
                                        grace_period=scheduler_config.grace_period,
                                        reduction_factor=scheduler_config.reduction_factor)
@@ -63,17 +63,18 @@ class CollapseStopper(Stopper):
 class SweepCallback(tune.Callback):
     """Records how each trial ended and mirrors it into MLflow."""
 
-    def __init__(self, folder: SweepFolder, tracker: Tracker, scheduler: SchedulerConfig):
+    def __init__(self, folder: SweepFolder, tracker: Tracker, scheduler: SchedulerConfig, specs: list[TrialSpec]):
         self.folder, self.tracker, self.scheduler = folder, tracker, scheduler
         self.last: dict[str, dict[str, Any]] = {}
         self.best: dict[str, float] = {}
-        self.specs = {spec.key: spec for spec in folder.read_trials()}
+        self.specs = {spec.key: spec for spec in specs}
         self.bar: Any = None
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=len(self.specs), desc="sweep", unit="trial", mininterval=1.0)
+        phase = next(iter(self.specs.values())).phase if self.specs else "sweep"
+        self.bar = tqdm(total=len(self.specs), desc=phase, unit="trial", mininterval=1.0)
 
     def _advance(self) -> None:
         if self.bar is None:

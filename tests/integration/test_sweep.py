@@ -35,15 +35,25 @@ def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, 
     out = capsys.readouterr().out
     assert "heatmaps:" in out and "align-search ui" in out
     rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
-    assert len(rows) == 8 and all(r["status"] == "finished" for r in rows)
+    assert all(r["status"] == "finished" for r in rows)
+    grid = [r for r in rows if r["phase"] == "grid"]
+    controls = {r["role"]: r for r in rows if r["phase"] == "controls"}
+    assert len(grid) == 8
+    # The best planted hypothesis got two more seeds and its three validity controls.
+    assert set(controls) == {"hypothesis", "random_rotation", "random_model", "full_swap"} and len(rows) == 13
     assert (folder / "heatmap_planted.png").is_file() and (folder / "heatmap_key_low.png").is_file()
     best = {r["hypothesis"]: float(r["test_iia"]) for r in rows}
     assert best["planted:in_set@L1:last:das"] >= 0.95
     assert abs(best["planted:in_set@L0:filler:das"] - 0.5) <= 0.1
-    report = json.loads((folder / "report.json").read_text())
-    assert report["verdict"]["causal_models"]["planted"]["found"] is True
+    verdict = json.loads((folder / "report.json").read_text())["verdict"]["causal_models"]["planted"]
+    assert verdict["iia"] >= 0.95 and verdict["near_task"] and verdict["seeds"] == 3
+    assert set(verdict["controls"]) == {"random_rotation", "random_model", "full_swap"}
+    assert verdict["controls"]["random_rotation"] < 0.8 and verdict["controls"]["random_model"] < 0.8
+    # In this task the variable *is* the answer, so at the last position swapping the whole vector does
+    # as well as the subspace: the verdict must say the alignment is not more specific than a full swap.
+    assert verdict["failed_controls"] == ["full_swap"] and verdict["found"] is False
     parents, children = runs_of(folder)
-    assert len(parents) == 1 and len(children) == 8
+    assert len(parents) == 1 and len(children) == 13
     for run in children:
         assert {"causal_model", "variables", "layer", "position", "intervention", "seed"} <= set(run.data.params)
         assert {"dev_iia", "test_iia", "prealign_accuracy", "loss"} <= set(run.data.metrics)
@@ -53,7 +63,7 @@ def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, 
 
 def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
     folder = tmp_path / "asha"
-    extra = ["--set", "scheduler.grace_period=1", "--set", "scheduler.reduction_factor=2",
+    extra = ["--set", "scheduler.grace_period=1", "--set", "scheduler.reduction_factor=2", "--set", "controls.top_k=0",
              "--set", 'hypotheses.causal_models=["planted"]', "--set", "hypotheses.seeds=[0, 1, 2]",
              "--set", "scheduler.collapse_width=-1"]
     assert main(planted_sweep_args(planted_model, folder, *extra)) == 0
@@ -68,6 +78,7 @@ def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
 def test_killed_driver_resumes_without_rerunning_or_duplicating(planted_model, tmp_path):
     folder = tmp_path / "killed"
     args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--set", "hypotheses.seeds=[0, 1]",
+                              "--set", "controls.top_k=0",
                               "--set", "train.max_steps=120", "--set", "resources.concurrency=1")
     command = [sys.executable, "-c", "import sys; from search.cli import main; sys.exit(main(sys.argv[1:]))", *args]
     driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

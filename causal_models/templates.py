@@ -17,6 +17,7 @@ Anchors say where a named position is:
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -122,6 +123,29 @@ class PromptTemplate:
             pieces.append(value)
             offset += len(value)
         text = "".join(pieces)
+        positions = {name: self._locate(name, anchor, text, field_spans, literal_spans)
+                     for name, anchor in self.positions.items()}
+        return Prompt(text, positions)
+
+    def locate(self, text: str) -> Prompt:
+        """Read a prompt written in this template back: its named positions (fields matched as text).
+
+        Raises TemplateError when `text` does not follow the template.
+        """
+        pattern, fields = "", []
+        for literal, field_name, _, _ in string.Formatter().parse(self.text):
+            pattern += re.escape(literal)
+            if field_name is not None:
+                pattern += f"(?P<{field_name}>.+?)"
+                fields.append(field_name)
+        match = re.fullmatch(pattern, text, flags=re.DOTALL)
+        if match is None:
+            raise TemplateError(f"prompt must follow template {self.name!r} ({self.text!r}), got {text!r}")
+        field_spans = {name: match.span(name) for name in fields}
+        literal_spans, offset = [], 0
+        for literal, field_name, _, _ in string.Formatter().parse(self.text):
+            literal_spans.append((offset, literal))
+            offset += len(literal) + (field_spans[field_name][1] - field_spans[field_name][0] if field_name else 0)
         positions = {name: self._locate(name, anchor, text, field_spans, literal_spans)
                      for name, anchor in self.positions.items()}
         return Prompt(text, positions)

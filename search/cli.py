@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from search import commands, sweep_commands
+from search import commands, steer_command, sweep_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="align-search", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_tasks, _add_data, _add_sites, _add_align, sweep_commands.add_parsers):
+    for add in (_add_tasks, _add_data, _add_sites, _add_align, sweep_commands.add_parsers, steer_command.add_parser):
         add(sub)
     return parser
 

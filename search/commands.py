@@ -38,12 +38,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
     """Run the subcommand; `announce` prints a line while a long command is still running."""
-    from search import sweep_commands
+    from search import steer_command, sweep_commands
 
     if args.command == "ui":
         return sweep_commands.ui(args, announce)
     handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "sweep": sweep_commands.sweep,
-                "report": sweep_commands.report, "sync": sweep_commands.sync}
+                "report": sweep_commands.report, "sync": sweep_commands.sync, "steer": steer_command.steer}
     return handlers[args.command](args)
 
 

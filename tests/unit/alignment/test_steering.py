@@ -1,0 +1,66 @@
+"""Steering with a found alignment, on the planted task (tests/planted_task.py)."""
+
+from pathlib import Path
+
+import pytest
+
+from alignment.config import DataConfig, InterventionConfig, TrainConfig, TrialConfig
+from alignment.models import LoadedModel
+from alignment.persistence import InterventionMismatch
+from alignment.steering import Steer, answer_with, generate_with, load_steering, locate, steering_success
+from alignment.taskmodels import TaskModelConfig, train_task_model
+from alignment.trial import TrialInputs, run_trial
+from search.cli import main
+from tests.helpers import tiny_model
+from tests.planted_task import planted_task
+
+TASK_SPEC = f"{Path(__file__).resolve().parents[2] / 'planted_task.py'}:PLANTED"
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+    """A planted-task model saved to disk and an intervention trained on it at the last position."""
+    folder = tmp_path_factory.mktemp("steer")
+    result = train_task_model(planted_task(), TaskModelConfig(layers=2, hidden=32, heads=2, steps=150, batch_size=64,
+                                                              lr=1e-2, warmup=20, eval_examples=300, threads=1),
+                              out=folder / "model", progress=False)
+    config = TrialConfig(model_path=str(folder / "model"), task=TASK_SPEC, layer=1, position="last",
+                         intervention=InterventionConfig(kind="das", subspace_dim=1),
+                         train=TrainConfig(batch_size=32, max_steps=80, lr=1e-2, eval_every=40),
+                         data=DataConfig(n_train=300, n_dev=100, n_test=100, max_unchanged=0.5))
+    summary = run_trial(config, folder / "run", TrialInputs(LoadedModel(result.model, result.tokenizer, "m")))
+    assert summary["test_iia"] >= 0.95
+    return result, folder
+
+
+def test_fixed_value_steering_follows_the_causal_model(aligned):
+    result, folder = aligned
+    saved = load_steering(folder / "run", result.model)
+    for value in (True, False):
+        success = steering_success(result.model, result.tokenizer, [Steer(saved, "in_set", value=value)], n=100)
+        assert success.flipped >= 0.9 and success.kept >= 0.9 and success.n_flip == success.n_keep == 100
+
+
+def test_source_based_steering_and_generation(aligned):
+    result, folder = aligned
+    saved = load_steering(folder / "run", result.model)
+    template = planted_task().template()
+    inside = {"key": "red", "f0": "cat", "f1": "dog", "f2": "cow"}
+    outside = {**inside, "key": "navy"}
+    prompts = [template.render(outside)] * 2
+    steer = Steer(saved, "in_set", sources=[template.render(inside)] * 2)
+    plain, steered = answer_with(result.model, result.tokenizer, prompts, [steer], ["no", "yes"])
+    assert plain == ["no", "no"] and steered == ["yes", "yes"]
+    generated = generate_with(result.model, result.tokenizer, prompts, [steer], max_new_tokens=1)
+    assert [g.strip() for g in generated] == ["yes", "yes"]
+    assert locate(saved, prompts[0].text).positions == prompts[0].positions
+
+
+def test_steer_cli_and_refusal_on_another_model(aligned, capsys):
+    result, folder = aligned
+    prompt = planted_task().template().render({"key": "navy", "f0": "cat", "f1": "dog", "f2": "cow"}).text
+    assert main(["steer", str(folder / "run"), "--prompt", prompt, "--set", "in_set=True"]) == 0
+    out = capsys.readouterr().out
+    assert '"without": "no"' in out and '"with": "yes"' in out
+    with pytest.raises(InterventionMismatch, match="trained on"):
+        load_steering(folder / "run", tiny_model("llama", len(result.tokenizer)))

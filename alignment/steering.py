@@ -28,6 +28,7 @@ from torch import Tensor
 from alignment.hooks import capture_output, edit_output
 from alignment.persistence import SavedIntervention, load_intervention
 from alignment.prompts import PromptTable, answer_token_ids, build_prompt_table
+from alignment.sharing import resolve_shared
 from causal_models import Task, get_task
 from causal_models.templates import Prompt
 
@@ -50,11 +51,9 @@ class Steer:
         return self.saved.description
 
 
-def load_steering(path: str | Path, model: Any) -> SavedIntervention:
-    """A saved intervention from a trial folder (its `intervention/`) or the intervention folder itself."""
-    path = Path(path)
-    folder = path / "intervention" if (path / "intervention" / "intervention.json").is_file() else path
-    return load_intervention(folder, model)
+def load_steering(reference: str | Path, model: Any) -> SavedIntervention:
+    """A saved intervention from a trial folder, an intervention folder, or hf://owner/name, checked against `model`."""
+    return load_intervention(resolve_shared(reference), model)
 
 
 def task_of(saved: SavedIntervention) -> Task:

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="align-search", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_tasks, _add_data, _add_sites, _add_align, sweep_commands.add_parsers, steer_command.add_parser):
+    for add in (_add_tasks, _add_data, _add_sites, _add_align, sweep_commands.add_parsers, steer_command.add_parser,
+                steer_command.add_share_parser):
         add(sub)
     return parser
 

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
     if args.command == "ui":
         return sweep_commands.ui(args, announce)
     handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "sweep": sweep_commands.sweep,
-                "report": sweep_commands.report, "sync": sweep_commands.sync, "steer": steer_command.steer}
+                "report": sweep_commands.report, "sync": sweep_commands.sync, "steer": steer_command.steer,
+                "share": steer_command.share}
     return handlers[args.command](args)
 
 

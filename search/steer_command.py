@@ -22,6 +22,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", help="the model (default: the one the first run was trained on)")
 
 
+def add_share_parser(sub: Any) -> None:
+    p = sub.add_parser("share", help="export a trained intervention as a Hub-style folder with a model card")
+    p.add_argument("run", help="a trial folder or an intervention folder")
+    p.add_argument("--out", required=True)
+
+
+def share(args: argparse.Namespace) -> str:
+    from alignment.sharing import export_intervention
+    out = export_intervention(args.run, args.out)
+    return f"wrote {out} (intervention.json, intervention.safetensors, README.md): upload it as a Hub repository"
+
+
 def parse_value(raw: str) -> Any:
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):

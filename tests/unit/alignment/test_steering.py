@@ -56,6 +56,18 @@ def test_source_based_steering_and_generation(aligned):
     assert locate(saved, prompts[0].text).positions == prompts[0].positions
 
 
+def test_shared_folder_loads_and_steers_like_the_run(aligned, tmp_path, capsys):
+    result, folder = aligned
+    assert main(["share", str(folder / "run"), "--out", str(tmp_path / "shared")]) == 0
+    card = (tmp_path / "shared" / "README.md").read_text()
+    assert "in_set" in card and "config hash" in card
+    prompt = planted_task().template().render({"key": "navy", "f0": "cat", "f1": "dog", "f2": "cow"}).text
+    capsys.readouterr()
+    assert main(["steer", str(tmp_path / "shared"), "--model", str(folder / "model"), "--prompt", prompt,
+                 "--set", "in_set=True"]) == 0
+    assert '"with": "yes"' in capsys.readouterr().out
+
+
 def test_steer_cli_and_refusal_on_another_model(aligned, capsys):
     result, folder = aligned
     prompt = planted_task().template().render({"key": "navy", "f0": "cat", "f1": "dog", "f2": "cow"}).text

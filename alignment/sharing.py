@@ -1,0 +1,88 @@
+"""Sharing found alignments: a Hugging Face Hub-style folder others can load and steer with.
+
+The 2023 "community sharing" idea, made real: `export_intervention` writes the intervention's
+weights and self-describing JSON (model identity, site, variables, causal model, task,
+metrics, versions) at the root of a folder, with a README model card. That folder can be
+pushed to a Hub repository as it is (`huggingface-cli upload`), and `resolve_shared` finds a
+shared intervention from a local folder, a trial folder, or `hf://owner/name` (downloaded
+with huggingface_hub when the network allows). Loading onto a different model is refused with
+the reason (`alignment.persistence.check_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from alignment.persistence import DESCRIPTION, WEIGHTS
+
+HUB_PREFIX = "hf://"
+
+
+def intervention_folder(path: str | Path) -> Path:
+    """The folder holding intervention.json: the path itself, or a trial folder's `intervention/`."""
+    path = Path(path)
+    for candidate in (path, path / "intervention"):
+        if (candidate / DESCRIPTION).is_file() and (candidate / WEIGHTS).is_file():
+            return candidate
+    raise FileNotFoundError(f"an intervention must be a folder with {DESCRIPTION} and {WEIGHTS} (or a trial folder "
+                            f"holding intervention/), got {str(path)!r}")
+
+
+def resolve_shared(reference: str | Path) -> Path:
+    """A local intervention folder for `reference` (a path, or hf://owner/name from the Hub)."""
+    text = str(reference)
+    if not text.startswith(HUB_PREFIX):
+        return intervention_folder(text)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return intervention_folder(snapshot_download(text[len(HUB_PREFIX):]))
+    except Exception as error:  # offline, missing repo, auth: all mean "cannot fetch it"
+        raise FileNotFoundError(f"cannot download shared intervention {text!r}: {str(error).splitlines()[0]}. "
+                                f"Download the repository folder and pass its path instead") from None
+
+
+def export_intervention(run: str | Path, out: str | Path) -> Path:
+    """Copy a trained intervention into a Hub-style folder with a README model card."""
+    source = intervention_folder(run)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (DESCRIPTION, WEIGHTS):
+        shutil.copy(source / name, out / name)
+    description = json.loads((source / DESCRIPTION).read_text())
+    (out / "README.md").write_text(model_card(description))
+    return out
+
+
+def model_card(description: dict) -> str:
+    model = description.get("model", {})
+    metrics = description.get("metrics", {})
+    variables = ", ".join(description.get("variables", []))
+    rows = "\n".join(f"| {key} | {value:.3f} |" for key, value in metrics.items() if isinstance(value, (int, float)))
+    return f"""---
+library_name: align-search
+tags: [interpretability, causal-abstraction, boundless-das]
+---
+# {variables} in {model.get('name')}
+
+A {description.get('kind')} intervention that aligns the variable(s) **{variables}** of the causal model
+`{description.get('causal_model')}` (task `{description.get('task')}`) with the output of `{description.get('site')}`
+at position `{description.get('position')}` (source position `{description.get('source_position')}`).
+Boundary widths: {description.get('boundary_widths')} of {description.get('width')} rotated dimensions.
+
+Trained on `{model.get('name')}` ({model.get('architecture')}, hidden size {model.get('hidden_size')},
+{model.get('num_hidden_layers')} layers, config hash `{model.get('config_hash')}`); loading it onto another model is
+refused.
+
+| metric | value |
+|---|---|
+{rows}
+
+Steer with it:
+
+```
+align-search steer THIS_FOLDER --model MODEL --prompt "..." --set {description.get('variables', ['VARIABLE'])[0]}=True
+```
+"""

@@ -55,6 +55,7 @@ from alignment.config import TrialConfig
 from alignment.config_io import to_dict
 from alignment.persistence import atomic_write_text
 from alignment.train import Report, TrainState
+from cluster.janitor import PlacementGroupJanitor
 from cluster.shard_worker import INTERVENTION, TRAIN_STATE, load_train_state, train_worker
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def _trainer(payload: dict[str, Any], workers: int, use_gpu: bool, cpus_per_work
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
-            name=f"sharded-{uuid.uuid4().hex[:8]}", storage_path=storage, callbacks=[relay],
+            name=f"sharded-{uuid.uuid4().hex[:8]}", storage_path=storage, callbacks=[relay, PlacementGroupJanitor()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=0)))
 

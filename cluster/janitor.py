@@ -59,7 +59,7 @@ def _alive(actor: Any, poll_s: float) -> bool:
     return True
 
 
-class PlacementGroupJanitor(ControllerCallback, WorkerGroupCallback):  # type: ignore[misc]
+class PlacementGroupJanitor(ControllerCallback, WorkerGroupCallback):
     """Train callback (runs in the controller) that starts a `_Watch` over each worker group it starts."""
 
     def __init__(self) -> None:
@@ -72,6 +72,7 @@ class PlacementGroupJanitor(ControllerCallback, WorkerGroupCallback):  # type: i
         group = worker_group.get_worker_group_state().placement_group_handle.placement_group
         # "DEFAULT" keeps the watch out of the Tune trial's placement group, whose removal would kill it;
         # the head node outlives any worker node.
-        watch = ray.remote(num_cpus=0)(_Watch).options(
-            lifetime="detached", scheduling_strategy="DEFAULT", resources={HEAD_NODE_RESOURCE_NAME: 0.001}).remote()
+        watch: Any = ray.remote(num_cpus=0)(_Watch).options(
+            lifetime="detached", scheduling_strategy="DEFAULT",
+            resources={HEAD_NODE_RESOURCE_NAME: 0.001}).remote()
         watch.watch.remote(self._controller, group)

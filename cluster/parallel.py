@@ -30,7 +30,7 @@ def part_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 def part_rows(n: int, rank: int, world_size: int) -> tuple[Tensor, Tensor]:
-    """(rows, weights) of worker `rank` in a batch of n: weights 1/n, or row 0 with weight 0 if it has none."""
+    """(rows, weights) of worker `rank` in a batch of n: weights 1/n; row 0 with weight 0 if it has none."""
     start, stop = part_bounds(n, rank, world_size)
     if stop > start:
         return torch.arange(start, stop), torch.full((stop - start,), 1.0 / n)
@@ -46,10 +46,12 @@ class TorchDataParallel:
 
     def __init__(self, device: torch.device | str | None = None):
         if not dist.is_available() or not dist.is_initialized():
-            raise RuntimeError("TorchDataParallel needs torch.distributed initialised (Ray Train or torchrun does it)")
+            raise RuntimeError("TorchDataParallel needs torch.distributed initialised (Ray Train or torchrun "
+                               "does it)")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         if device is None:
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            nccl = dist.get_backend() == "nccl"
+            device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
         self.device = torch.device(device)
 
     def part(self, n: int) -> tuple[Tensor, Tensor]:
@@ -64,7 +66,8 @@ class TorchDataParallel:
         grads = [p.grad for p in parameters if p.grad is not None]
         if not grads:
             return
-        flat = torch.cat([g.reshape(-1).to(self.device, torch.float32) for g in grads])  # one collective per step
+        # one collective per step
+        flat = torch.cat([g.reshape(-1).to(self.device, torch.float32) for g in grads])
         dist.all_reduce(flat)
         offset = 0
         for grad in grads:

@@ -108,5 +108,6 @@ def train_worker(payload: dict[str, Any]) -> None:
         inputs = TrialInputs(loaded=sharded.loaded, splits=payload["splits"], cache_dir=None)
         summary = run_trial(config, scratch, inputs, report=reports.eval_report, resume=payload["resume"],
                             parallel=parallel)
-        summary.update(workers=parallel.world_size, parameter_share_per_worker=round(sharded.local_share(), 4))
+        summary.update(workers=parallel.world_size,
+                       parameter_share_per_worker=round(sharded.local_share(), 4))
         reports.final_report(summary)

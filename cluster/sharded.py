@@ -37,6 +37,7 @@ folder in `output_dir`, removed when the trial ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -47,12 +48,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ray.train import UserCallback
 
 from alignment.config import TrialConfig
-from alignment.config_io import to_dict
 from alignment.persistence import atomic_write_text
 from alignment.train import Report, TrainState
 from cluster.janitor import PlacementGroupJanitor
@@ -97,11 +97,13 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
     storage = Path(storage_path) if storage_path else output / ".ray_train"
     relay = _Relay.create()
     payload = {"config": replace(config, model_path=os.path.abspath(config.model_path)), "splits": splits,
-               "resume": resume, "use_gpu": use_gpu, "zero_options": zero_options, "checkpoints": report is not None}
+               "resume": resume, "use_gpu": use_gpu, "zero_options": zero_options,
+               "checkpoints": report is not None}
     fit = _FitThread(_trainer(payload, workers, use_gpu, cpus_per_worker, str(storage), relay))
     fit.start()
     try:
-        summary = _relay_reports(relay, fit, _OutputFolder(output, append=resume is not None), report, timeout_s)
+        folder = _OutputFolder(output, append=resume is not None)
+        summary = _relay_reports(relay, fit, folder, report, timeout_s)
     finally:
         relay.close()
         if storage_path is None:
@@ -117,10 +119,12 @@ def _trainer(payload: dict[str, Any], workers: int, use_gpu: bool, cpus_per_work
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     return TorchTrainer(
         train_worker, train_loop_config=payload,
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
-            name=f"sharded-{uuid.uuid4().hex[:8]}", storage_path=storage, callbacks=[relay, PlacementGroupJanitor()],
+            name=f"sharded-{uuid.uuid4().hex[:8]}", storage_path=storage,
+            callbacks=cast(list[Any], [relay, PlacementGroupJanitor()]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=0)))
 
@@ -130,7 +134,8 @@ class _FitThread(threading.Thread):
 
     def __init__(self, trainer: Any):
         super().__init__(daemon=True, name="sharded-trial-fit")
-        self.trainer, self.error = trainer, None
+        self.trainer = trainer
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -202,7 +207,7 @@ class _OutputFolder:
         return summary
 
 
-class _Relay(UserCallback):  # type: ignore[misc]
+class _Relay(UserCallback):
     """Runs in the Train controller: hands rank 0's reports to the calling process, one at a time.
 
     `after_report` puts (rank 0's metrics, checkpoint) on one Ray queue and waits for the
@@ -216,7 +221,8 @@ class _Relay(UserCallback):  # type: ignore[misc]
     @classmethod
     def create(cls) -> _Relay:
         from ray.util.queue import Queue
-        return cls(Queue(maxsize=1, actor_options={"num_cpus": 0}), Queue(maxsize=1, actor_options={"num_cpus": 0}))
+        options = {"num_cpus": 0}
+        return cls(Queue(maxsize=1, actor_options=options), Queue(maxsize=1, actor_options=options))
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         self.reports.put((metrics[0], checkpoint))
@@ -228,7 +234,7 @@ class _Relay(UserCallback):  # type: ignore[misc]
     def next(self, timeout_s: float) -> tuple[dict[str, Any], Any] | None:
         from ray.util.queue import Empty
         try:
-            return self.reports.get(timeout=timeout_s)  # type: ignore[no-any-return]
+            return self.reports.get(timeout=timeout_s)
         except Empty:
             return None
 
@@ -237,10 +243,8 @@ class _Relay(UserCallback):  # type: ignore[misc]
 
     def reply(self, answer: str) -> None:
         from ray.util.queue import Full
-        try:
+        with contextlib.suppress(Full):  # a reply is already waiting
             self.replies.put(answer, block=False)
-        except Full:
-            pass
 
     def close(self) -> None:
         import ray

@@ -86,7 +86,7 @@ class ShardedModel:
 
 
 def load_sharded_model(config: TrialConfig, ds_config: dict[str, Any]) -> ShardedModel:
-    """Load `config.model_path` partitioned across the workers (call on every worker, after prepare_deepspeed)."""
+    """Load `config.model_path` cut across the workers (call on every worker, after prepare_deepspeed)."""
     import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
 

@@ -17,8 +17,8 @@ def config_for(model_path) -> TrialConfig:
     # 15-pair batches split 8 + 7, and the last dev batch (41 = 20 + 20 + 1) leaves one worker
     # without a row: the uneven cases of data parallelism.
     return TrialConfig(model_path=str(model_path), task="price_tagging", layer=1, position="last",
-                       train=TrainConfig(batch_size=15, eval_batch_size=20, max_steps=6, eval_every=3, log_every=1,
-                                         lr=1e-2, threads=1),
+                       train=TrainConfig(batch_size=15, eval_batch_size=20, max_steps=6, eval_every=3,
+                                         log_every=1, lr=1e-2, threads=1),
                        data=DataConfig(n_train=90, n_dev=41, n_test=40))
 
 
@@ -39,7 +39,7 @@ def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_
     assert sharded["workers"] == 2 and sharded["parameter_share_per_worker"] == pytest.approx(0.5, abs=0.01)
     plain_rows, sharded_rows = rows(tmp_path / "plain"), rows(tmp_path / "sharded")
     assert [sorted(r) for r in plain_rows] == [sorted(r) for r in sharded_rows]
-    losses = [(p["loss"], s["loss"]) for p, s in zip(plain_rows, sharded_rows) if "loss" in p]
+    losses = [(p["loss"], s["loss"]) for p, s in zip(plain_rows, sharded_rows, strict=True) if "loss" in p]
     assert len(losses) == 6
     for expected, got in losses:
         assert got == pytest.approx(expected, rel=1e-4)

@@ -53,6 +53,7 @@ from typing import Any, cast
 from ray.train import UserCallback
 
 from alignment.config import TrialConfig
+from alignment.models import ModelLoadError
 from alignment.persistence import atomic_write_text
 from alignment.train import Report, TrainState
 from cluster.janitor import PlacementGroupJanitor
@@ -92,6 +93,7 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    _check_model_folder(config.model_path)
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     storage = Path(storage_path) if storage_path else output / ".ray_train"
@@ -109,6 +111,17 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
         if storage_path is None:
             shutil.rmtree(storage, ignore_errors=True)
     return summary
+
+
+def _check_model_folder(model_path: str) -> None:
+    """Refuse here, in one line, what every worker would otherwise fail on after Ray Train started."""
+    path = Path(model_path)
+    if path.is_file() and path.suffix == ".gguf":
+        raise ModelLoadError(f"a sharded trial must load a Hugging Face model folder, got the GGUF file "
+                             f"{model_path!r}; convert it once with alignment.models.convert_gguf")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model path must be a Hugging Face model folder readable by every worker, got "
+                             f"{model_path!r} (no config.json there)")
 
 
 def _trainer(payload: dict[str, Any], workers: int, use_gpu: bool, cpus_per_worker: float, storage: str,

@@ -50,3 +50,24 @@ def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_
         p.name for p in (tmp_path / "plain").iterdir())
     assert set(plain) <= set(sharded)
     assert json.loads((tmp_path / "sharded" / "config.json").read_text())["layer"] == 1
+
+
+def test_a_sharded_trial_resumed_from_its_report_ends_where_the_straight_run_ends(local_ray, saved_models,
+                                                                                  tmp_path, deadline):
+    deadline(420)
+    config = config_for(saved_models["gpt2"])
+    options = {"stage3_param_persistence_threshold": 0}
+    states = {}
+    straight = run_sharded_trial(config, tmp_path / "straight", workers=2, zero_options=options,
+                                 timeout_s=400,
+                                 report=lambda row, snapshot: states.setdefault(row["step"], snapshot()))
+    assert sorted(states) == [3, 6]
+    resumed = run_sharded_trial(config, tmp_path / "resumed", workers=2, zero_options=options, timeout_s=400,
+                                resume=states[3])
+    for key in ("best_dev_iia", "best_step", "test_iia", "boundary_widths"):
+        assert resumed[key] == straight[key]
+    straight_rows = rows(tmp_path / "straight")
+    resumed_rows = rows(tmp_path / "resumed")  # steps 4-6 only, as run_trial appends after a resume
+    assert [r["step"] for r in resumed_rows if "loss" in r] == [4, 5, 6]
+    tail = [r["loss"] for r in straight_rows if "loss" in r and r["step"] > 3]
+    assert [r["loss"] for r in resumed_rows if "loss" in r] == pytest.approx(tail, rel=1e-6)

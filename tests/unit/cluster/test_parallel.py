@@ -72,3 +72,15 @@ def test_how_many_sharded_trials_fit():
     # 8 nodes of 8 GPUs and 192 CPUs, 4 CPUs per worker: GPUs decide
     assert concurrent_sharded_trials(free_cpus=1536, free_gpus=64, workers=4, use_gpu=True,
                                      cpus_per_worker=4) == 16
+
+
+def test_a_sharded_trial_refuses_a_missing_model_before_starting_ray(tmp_path):
+    from alignment.config import TrialConfig
+    from alignment.models import ModelLoadError
+    from cluster import run_sharded_trial
+
+    with pytest.raises(ModelLoadError, match="must be a Hugging Face model folder readable by every"):
+        run_sharded_trial(TrialConfig(model_path=str(tmp_path / "none"), layer=0), tmp_path / "out",
+                          workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        run_sharded_trial(TrialConfig(model_path=str(tmp_path), layer=0), tmp_path / "out", workers=0)

@@ -14,6 +14,11 @@ detached actor holding the controller's handle and the placement group. It waits
 to the controller, which fails only when the controller is dead, then removes the group
 (if the controller has not) and exits. It uses Ray Train v2's internal callback interfaces
 (the ones Ray's cleaner uses), so it is tied to Ray 2.5x-2.6x.
+
+Not fixed here: without the State API, Ray's own cleaner of a killed run never learns that
+its controller died, so that detached actor (0 CPUs, one idle process on the head node) stays
+until Ray shuts down, logging "State API may be temporarily unavailable". Installing
+`ray[default]` on a cluster (cluster/configs do) gives Ray's cleaner its State API back.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ does not see the workers' share, so a sweep of sharded trials needs `workers + 1
 `concurrent_sharded_trials`, or trials start whose workers then wait for resources.
 
 Inputs reach the workers thus: the model by path (`config.model_path` must be readable at
-the same path on every worker node: shared storage, or copied to each node beforehand); the
+the same path on the trial's node and every worker's: shared storage, or copied to each); the
 counterfactual pairs, if given as `splits`, and the `resume` state inside the Train job's
 config, which Ray ships through its object store (else each worker builds the pairs from the
 seeded config itself); the outputs through Ray Train checkpoints under `storage_path`, which
@@ -87,7 +87,8 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
         splits: train/dev/test rows built once by the caller (else each worker builds them).
         zero_options: overrides of DeepSpeed's `zero_optimization` (e.g. persistence threshold).
         storage_path: where Ray Train keeps checkpoints (shared storage on multi-node clusters).
-        timeout_s: abort the Train run if it has not finished after this many seconds.
+        timeout_s: give up after this many seconds (ShardedTrialStopped); the Train run then stops at
+            its next report, or when its collectives time out if a worker hangs.
     Returns:
         The summary (also written to output_dir/summary.json).
     """
@@ -97,13 +98,13 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     storage = Path(storage_path) if storage_path else output / ".ray_train"
-    relay = _Relay.create()
     payload = {"config": replace(config, model_path=os.path.abspath(config.model_path)), "splits": splits,
                "resume": resume, "use_gpu": use_gpu, "zero_options": zero_options,
                "checkpoints": report is not None}
-    fit = _FitThread(_trainer(payload, workers, use_gpu, cpus_per_worker, str(storage), relay))
-    fit.start()
+    relay = _Relay.create()
     try:
+        fit = _FitThread(_trainer(payload, workers, use_gpu, cpus_per_worker, str(storage), relay))
+        fit.start()
         folder = _OutputFolder(output, append=resume is not None)
         summary = _relay_reports(relay, fit, folder, report, timeout_s)
     finally:

@@ -183,10 +183,27 @@ def _relay_reports(relay: _Relay, fit: _FitThread, folder: _OutputFolder, report
         raise
     fit.join()
     if fit.error is not None:
-        raise fit.error
+        cause = worker_error(fit.error)
+        raise cause from (fit.error if cause is not fit.error else None)
     if summary is None:
         raise RuntimeError("the sharded trial ended without its final report")
     return summary
+
+
+def worker_error(error: BaseException) -> BaseException:
+    """The exception a worker raised (a PositionError, TrialDiverged, ...) rather than Ray's wrapper of it.
+
+    A sharded trial then fails with the same exception as an unsharded one; Ray's own errors
+    (a worker process that died, a controller error) come through as they are.
+    """
+    from ray.exceptions import RayError
+
+    failures = getattr(error, "worker_failures", None)
+    if failures:
+        first = failures[min(failures)]
+        if isinstance(first, Exception) and not isinstance(first, RayError):
+            return first
+    return error
 
 
 def _snapshot_of(checkpoint: Any) -> Any:

@@ -30,3 +30,16 @@ def test_each_metrics_line_is_sent_once_and_only_when_complete(tmp_path):
         out.write('p": 2}\n')
     assert reports._news() == {"metrics_lines": '{"step": 2}\n'}
     assert reports._news() == {"metrics_lines": ""}
+
+
+def test_a_worker_failure_surfaces_as_the_workers_own_exception():
+    from ray.train import WorkerGroupError
+
+    from alignment.train import TrialDiverged
+    from cluster.sharded import worker_error
+
+    diverged = TrialDiverged("loss became nan at step 3")
+    wrapped = WorkerGroupError("rank 0 and 1 failed", {1: TrialDiverged("rank 1"), 0: diverged})
+    assert worker_error(wrapped) is diverged
+    other = RuntimeError("controller")
+    assert worker_error(other) is other

@@ -1,4 +1,4 @@
-"""Fixtures of the slow tests: a small local Ray, tiny models saved to disk, a deadline per test."""
+"""Fixtures of the cluster/ slow tests: a small local Ray, tiny models saved to disk, a deadline per test."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cluster import run_sharded_trial
-from tests.integration.test_sharded_trial import config_for
+from tests.integration.cluster.test_sharded_trial import config_for
 
 pytestmark = pytest.mark.slow
 

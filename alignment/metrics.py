@@ -6,7 +6,8 @@ chooses between "Yes" and "No"; the number a causal claim rests on) and over the
 vocabulary (the 2023 code's only number, which also counts answers outside the task as
 wrong). Task accuracy without intervention ("prealign") comes first: IIA cannot exceed it
 by much, and an alignment on a model that cannot do the task means nothing.
-Evaluation always uses the hard mask.
+Evaluation always uses the hard mask. With a `DataParallel` (a sharded trial) each worker
+scores its part of every batch and the counts are summed over workers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from alignment.interchange import Interchange, PositionedPairs
+from alignment.parallel import DataParallel
 
 
 @dataclass(frozen=True)
@@ -37,29 +39,52 @@ def accuracy_of(logits: Tensor, labels: Tensor, answer_ids: Tensor) -> tuple[int
 
 
 def interchange_accuracy(interchange: Interchange, pairs: PositionedPairs, answer_ids: Tensor,
-                         batch_size: int) -> Accuracy:
-    """IIA of `pairs` under the hard mask."""
+                         batch_size: int, parallel: DataParallel | None = None) -> Accuracy:
+    """IIA of `pairs` under the hard mask (each worker scoring its part of every batch under `parallel`)."""
     correct = correct_full = 0
     intervention = interchange.intervention
     with torch.no_grad(), intervention.hard_mode(), intervention.materialized():
         for batch in pairs.batches(batch_size):
+            rows, counted = _my_rows(len(batch), parallel)
+            if rows is not None:
+                batch = batch.select(rows)
             right, right_full = accuracy_of(interchange.logits(batch), batch.pairs.labels, answer_ids)
-            correct, correct_full = correct + right, correct_full + right_full
-    return _accuracy(correct, correct_full, len(pairs))
+            if counted:
+                correct, correct_full = correct + right, correct_full + right_full
+    return _accuracy(*_summed(correct, correct_full, parallel), len(pairs))
 
 
 def task_accuracy(interchange: Interchange, rows: Tensor, labels: Tensor, answer_ids: Tensor,
-                  batch_size: int) -> Accuracy:
+                  batch_size: int, parallel: DataParallel | None = None) -> Accuracy:
     """Accuracy of the un-intervened model on prompts `rows` with answers `labels`."""
     correct = correct_full = 0
     frozen = interchange.frozen
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
-            chunk = slice(start, start + batch_size)
-            right, right_full = accuracy_of(frozen.logits(rows[chunk], lambda hidden: hidden), labels[chunk],
-                                            answer_ids)
-            correct, correct_full = correct + right, correct_full + right_full
-    return _accuracy(correct, correct_full, len(rows))
+            chunk_rows, chunk_labels = rows[start:start + batch_size], labels[start:start + batch_size]
+            mine, counted = _my_rows(len(chunk_rows), parallel)
+            if mine is not None:
+                chunk_rows, chunk_labels = chunk_rows[mine], chunk_labels[mine]
+            logits = frozen.logits(chunk_rows, lambda hidden: hidden)
+            right, right_full = accuracy_of(logits, chunk_labels, answer_ids)
+            if counted:
+                correct, correct_full = correct + right, correct_full + right_full
+    return _accuracy(*_summed(correct, correct_full, parallel), len(rows))
+
+
+def _my_rows(n: int, parallel: DataParallel | None) -> tuple[Tensor | None, bool]:
+    """(this worker's rows of a batch of n, or None for all of them; whether they count)."""
+    if parallel is None:
+        return None, True
+    rows, weights = parallel.part(n)
+    return rows, bool((weights > 0).any())
+
+
+def _summed(correct: int, correct_full: int, parallel: DataParallel | None) -> tuple[int, int]:
+    if parallel is None:
+        return correct, correct_full
+    total = parallel.sum(torch.tensor([correct, correct_full], dtype=torch.float64))
+    return int(total[0]), int(total[1])
 
 
 def _accuracy(correct: int, correct_full: int, n: int) -> Accuracy:

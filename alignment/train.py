@@ -9,6 +9,9 @@ to `temperature_end`. The loss is cross-entropy on the counterfactual answer tok
 `width_penalty` times the clamped boundary widths (plus the optional axis penalty).
 
 Dev IIA is measured every `eval_every` steps with the hard mask; the best state is kept.
+With a `DataParallel` (a sharded trial), each worker computes its part of every batch,
+backpropagates its share of the loss, and the gradients are summed over workers before the
+step: the same update as one worker on the whole batch (alignment/parallel.py).
 Batch order depends only on (seed, epoch), so a trial resumed from a `TrainState` at step s
 continues exactly as if it had not stopped.
 """
@@ -29,6 +32,7 @@ from torch import Tensor
 from alignment.config import InterventionConfig, TrainConfig
 from alignment.interchange import Interchange, PositionedPairs
 from alignment.metrics import interchange_accuracy
+from alignment.parallel import DataParallel
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any], Callable[[], "TrainState"]], None]
@@ -85,7 +89,7 @@ def temperature_at(step: int, total: int, config: InterventionConfig) -> float:
 def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: PositionedPairs,
           answer_ids: Tensor, intervention_config: InterventionConfig, config: TrainConfig, *,
           record: Callable[[dict[str, Any]], None] = lambda row: None, report: Report | None = None,
-          resume: TrainState | None = None) -> TrainResult:
+          resume: TrainState | None = None, parallel: DataParallel | None = None) -> TrainResult:
     """Train `interchange.intervention` and keep its best state by dev IIA.
 
     Args:
@@ -93,6 +97,7 @@ def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: Pos
         report: called after every evaluation with the metrics and a function returning the
             current `TrainState` (for checkpoints); a scheduler may stop the trial there.
         resume: continue from this state.
+        parallel: split every batch across data-parallel workers (a sharded trial).
     """
     intervention = interchange.intervention
     steps = total_steps(len(train_pairs), config)
@@ -107,7 +112,7 @@ def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: Pos
     for step in range(state.step, steps):
         intervention.set_temperature(temperature_at(step, steps, intervention_config))
         losses = _optimizer_step(interchange, train_pairs, step, batches_per_epoch, config, intervention_config,
-                                 optimizer)
+                                 optimizer, parallel)
         scheduler.step()
         state.step = step + 1
         if state.step % config.log_every == 0 or state.step == steps:
@@ -115,7 +120,7 @@ def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: Pos
                    "temperature": float(intervention.mask.temperature), **_widths(interchange)}
             record(row)
         if state.step % config.eval_every == 0 or state.step == steps:
-            _evaluate(interchange, dev_pairs, answer_ids, config, state, steps, optimizer, record, report)
+            _evaluate(interchange, dev_pairs, answer_ids, config, state, steps, optimizer, record, report, parallel)
     best = state.best_intervention or copy.deepcopy(intervention.state_dict())
     return TrainResult(state.step, state.best_dev_iia, state.best_step, best, state.history)
 
@@ -131,28 +136,52 @@ def _optimizer(intervention: torch.nn.Module, config: TrainConfig) -> torch.opti
 
 def _optimizer_step(interchange: Interchange, train_pairs: PositionedPairs, step: int, batches_per_epoch: int,
                     config: TrainConfig, intervention_config: InterventionConfig,
-                    optimizer: torch.optim.Optimizer) -> dict[str, float]:
+                    optimizer: torch.optim.Optimizer,
+                    parallel: DataParallel | None = None) -> dict[str, float]:
     intervention = interchange.intervention
+    workers = parallel.world_size if parallel is not None else 1
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "ce": 0.0, "penalty": 0.0}
     micro = [_batch(train_pairs, step * config.gradient_accumulation + i, batches_per_epoch, config)
              for i in range(config.gradient_accumulation)]
     with intervention.materialized():
         for batch in micro:
-            ce = F.cross_entropy(interchange.logits(batch), batch.pairs.labels.to(interchange.frozen.device))
+            share, ce = _cross_entropy(interchange, batch, parallel)
             penalty = intervention_config.width_penalty * intervention.penalty()
             if intervention_config.axis_penalty:
                 penalty = penalty + intervention_config.axis_penalty * intervention.axis_penalty()
             loss = ce + penalty
             if not torch.isfinite(loss):
                 raise TrialDiverged(f"loss became {float(loss)} at step {step + 1} (cross-entropy {float(ce)})")
-            if loss.requires_grad:
-                (loss / len(micro)).backward()
+            # every worker adds its share of the cross-entropy and 1/workers of the penalty
+            mine = loss if parallel is None else share + penalty / workers
+            if mine.requires_grad:
+                (mine / len(micro)).backward()
             for key, value in (("loss", loss), ("ce", ce), ("penalty", penalty)):
                 totals[key] += float(value.detach()) / len(micro)
+    if parallel is not None:
+        parallel.reduce_gradients(intervention.parameters())
     optimizer.step()
     intervention.project()
     return totals
+
+
+def _cross_entropy(interchange: Interchange, batch: PositionedPairs,
+                   parallel: DataParallel | None) -> tuple[Tensor, Tensor]:
+    """(this worker's share of the batch's mean cross-entropy, with gradient; the batch's mean cross-entropy).
+
+    On one worker both are the same tensor; across workers the second is the sum of the
+    first over workers, the same number on each.
+    """
+    labels = batch.pairs.labels.to(interchange.frozen.device)
+    if parallel is None:
+        ce = F.cross_entropy(interchange.logits(batch), labels)
+        return ce, ce
+    rows, weights = parallel.part(len(batch))
+    logits = interchange.logits(batch.select(rows))
+    per_row = F.cross_entropy(logits, labels[rows.to(labels.device)], reduction="none")
+    share = (per_row * weights.to(per_row.device)).sum()
+    return share, parallel.sum(share.detach())
 
 
 def _batch(pairs: PositionedPairs, index: int, batches_per_epoch: int, config: TrainConfig) -> PositionedPairs:
@@ -169,8 +198,9 @@ def _widths(interchange: Interchange) -> dict[str, Any]:
 
 def _evaluate(interchange: Interchange, dev_pairs: PositionedPairs, answer_ids: Tensor, config: TrainConfig,
               state: TrainState, steps: int, optimizer: torch.optim.Optimizer,
-              record: Callable[[dict[str, Any]], None], report: Report | None) -> None:
-    accuracy = interchange_accuracy(interchange, dev_pairs, answer_ids, config.eval_batch_size)
+              record: Callable[[dict[str, Any]], None], report: Report | None,
+              parallel: DataParallel | None = None) -> None:
+    accuracy = interchange_accuracy(interchange, dev_pairs, answer_ids, config.eval_batch_size, parallel)
     intervention = interchange.intervention
     if accuracy.answers > state.best_dev_iia:
         state.best_dev_iia, state.best_step = accuracy.answers, state.step

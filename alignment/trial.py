@@ -26,6 +26,7 @@ from alignment.interchange import Interchange
 from alignment.interventions import build_intervention
 from alignment.metrics import interchange_accuracy, task_accuracy
 from alignment.models import LoadedModel, load_model
+from alignment.parallel import DataParallel
 from alignment.persistence import atomic_write_text, model_identity, save_intervention
 from alignment.sites import layer_site
 from alignment.train import Report, TrainState, train
@@ -76,8 +77,13 @@ def build_splits(config: TrialConfig) -> dict[str, Rows]:
 
 
 def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs | None = None,
-              report: Report | None = None, resume: TrainState | None = None) -> dict[str, Any]:
-    """Train and evaluate one hypothesis; write the outputs; return the summary."""
+              report: Report | None = None, resume: TrainState | None = None,
+              parallel: DataParallel | None = None) -> dict[str, Any]:
+    """Train and evaluate one hypothesis; write the outputs; return the summary.
+
+    `parallel` is for a worker of a sharded trial (cluster.run_sharded_trial), which runs this
+    on every worker with its part of each batch.
+    """
     started = time.perf_counter()
     inputs = inputs or TrialInputs()
     if config.train.threads:
@@ -93,7 +99,7 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     answers = sorted(set(task.template(config.data.template).answers.values()))
     data = build_trial_data(loaded.tokenizer, splits, config.variables, answers, inputs.table_prompts)
     interchange = _interchange(config, loaded, data, inputs.cache_dir)
-    prealign = _prealign(interchange, data, config)
+    prealign = _prealign(interchange, data, config, parallel)
     log.info("prealign accuracy %.3f (task accuracy of the un-intervened model)", prealign.answers)
     positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
     if resume is not None:
@@ -106,9 +112,10 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
             record({"step": 0, "prealign_accuracy": prealign.answers,
                     "prealign_accuracy_full_vocab": prealign.full_vocab})
         result = train(interchange, positioned["train"], positioned["dev"], data.answer_ids, config.intervention,
-                       config.train, record=record, report=report, resume=resume)
+                       config.train, record=record, report=report, resume=resume, parallel=parallel)
     interchange.intervention.load_state_dict(result.best_intervention)
-    test = interchange_accuracy(interchange, positioned["test"], data.answer_ids, config.train.eval_batch_size)
+    test = interchange_accuracy(interchange, positioned["test"], data.answer_ids, config.train.eval_batch_size,
+                                parallel)
     summary = _summary(config, loaded, interchange, data, prealign, result, test, time.perf_counter() - started)
     save_intervention(output / "intervention", interchange.intervention, _description(config, loaded, summary))
     atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -132,10 +139,11 @@ def _interchange(config: TrialConfig, loaded: LoadedModel, data: TrialData, cach
     return Interchange(frozen, intervention, config.position, config.source_position)
 
 
-def _prealign(interchange: Interchange, data: TrialData, config: TrialConfig) -> Any:
+def _prealign(interchange: Interchange, data: TrialData, config: TrialConfig,
+              parallel: DataParallel | None = None) -> Any:
     rows = torch.cat([data.split("dev").base_rows, data.split("test").base_rows])
     labels = torch.cat([data.split("dev").base_labels, data.split("test").base_labels])
-    return task_accuracy(interchange, rows, labels, data.answer_ids, config.train.eval_batch_size)
+    return task_accuracy(interchange, rows, labels, data.answer_ids, config.train.eval_batch_size, parallel)
 
 
 def _summary(config: TrialConfig, loaded: LoadedModel, interchange: Interchange, data: TrialData, prealign: Any,

@@ -85,12 +85,22 @@ def _add_align(sub: Any) -> None:
         flag(legacy, help=argparse.SUPPRESS)
 
 
+def _add_cluster(sub: Any) -> None:
+    p = sub.add_parser("cluster", help="the Ray cluster sweeps run on")
+    actions = p.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
+    status = actions.add_parser("status", help="nodes and free CPUs, GPUs, memory and custom resources")
+    status.add_argument("--address", default="auto",
+                        help="'auto' (the cluster this machine joined, the default), HOST:PORT or "
+                             "ray://HOST:PORT")
+    status.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="align-search", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_tasks, _add_data, _add_sites, _add_align, sweep_commands.add_parsers, steer_command.add_parser,
-                steer_command.add_share_parser):
+    for add in (_add_tasks, _add_data, _add_sites, _add_align, _add_cluster, sweep_commands.add_parsers,
+                steer_command.add_parser, steer_command.add_share_parser):
         add(sub)
     return parser
 

@@ -30,10 +30,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from alignment.persistence import InterventionMismatch
     from alignment.prompts import PositionError
     from alignment.sites import SiteError
+    from cluster.ray_cluster import ClusterAddressError, ClusterConnectError
     from search.tracking import TrackingUnreachable
     return (ConfigError, UnknownNameError, CausalModelError, SamplingError, TemplateError, ModelLoadError,
-            InterventionMismatch, PositionError, SiteError, TrackingUnreachable, FileNotFoundError,
-            NotADirectoryError, PermissionError)
+            InterventionMismatch, PositionError, SiteError, TrackingUnreachable, ClusterAddressError,
+            ClusterConnectError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
@@ -42,9 +43,9 @@ def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
 
     if args.command == "ui":
         return sweep_commands.ui(args, announce)
-    handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "sweep": sweep_commands.sweep,
-                "report": sweep_commands.report, "sync": sweep_commands.sync, "steer": steer_command.steer,
-                "share": steer_command.share}
+    handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "cluster": cluster_command,
+                "sweep": sweep_commands.sweep, "report": sweep_commands.report, "sync": sweep_commands.sync,
+                "steer": steer_command.steer, "share": steer_command.share}
     return handlers[args.command](args)
 
 
@@ -117,6 +118,15 @@ def align(args: argparse.Namespace) -> dict[str, Any]:
     summary = run_trial(config, args.output_dir)
     keys = ("hypothesis", "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "boundary_widths")
     return {key: summary[key] for key in keys}
+
+
+def cluster_command(args: argparse.Namespace) -> Any:
+    """`cluster status`: the nodes of the Ray cluster at --address and their free resources."""
+    from cluster.ray_cluster import address_kind, cluster_status, connected, format_status
+    address_kind(args.address)  # a malformed address is a user error before any connection attempt
+    with connected(args.address):
+        status = cluster_status()
+    return status.to_dict() if args.json else format_status(status)
 
 
 def _das_config(model_path: Path) -> tuple[int | None, str | None]:

@@ -157,7 +157,8 @@ def _init_ray(config: SweepConfig) -> bool:
         from cluster.ray_cluster import connect
         connect(config.ray_address)
         return True
-    cpus = max(os.cpu_count() or 1, int(config.resources.concurrency * config.resources.cpu))
+    per_trial = config.resources.cpu + (config.hypotheses.shard if config.hypotheses.shard > 1 else 0)
+    cpus = max(os.cpu_count() or 1, int(config.resources.concurrency * per_trial))
     ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False,
              configure_logging=False)
     return True

@@ -9,7 +9,8 @@ reports it and returns: a resumed sweep never re-runs finished work. A diverged 
 loss) is recorded as such and ends normally, so it is neither retried nor fatal.
 
 The loaded model is kept per worker process: with `reuse_actors`, a worker runs many trials
-and loads the model once.
+and loads the model once. A sweep with `hypotheses.shard = N > 1` runs each trial as a Ray
+Train job of N workers sharing the model through DeepSpeed ZeRO-3 (`cluster.sharded`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
 from search.checkpoint import read_checkpoint, write_checkpoint
 from search.folder import SweepFolder
-from search.prepare import load_prompts, load_rows, resolve_model_path, template_name, trial_config
+from search.prepare import load_prompts, load_rows, model_meta, resolve_model_path, template_name, trial_config
 
 _MODELS: dict[tuple[str, bool], LoadedModel] = {}
 FINAL_KEYS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "best_step", "steps",
@@ -60,15 +61,20 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     cpus = max(1, int(config.resources.cpu))
     torch.set_num_threads(config.train.threads or cpus)
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
-    loaded = _model(model_path, config.train.bf16, device)
-    template = template_name(config, loaded.meta)
+    loaded = _model(model_path, config.train.bf16, device) if config.hypotheses.shard == 1 else None
+    template = template_name(config, loaded.meta if loaded else model_meta(model_path))
     trial = trial_config(config, spec, model_path, template)
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
     trial_dir = folder.trial_dir(key)
     resume = read_checkpoint(trial_dir / "checkpoint")
     try:
-        summary = run_trial(trial, trial_dir, inputs, report=_reporter(tune, trial_dir), resume=resume)
+        if config.hypotheses.shard > 1:
+            from cluster.sharded import run_sharded_trial
+            summary = run_sharded_trial(trial, trial_dir, config.hypotheses.shard, _reporter(tune, trial_dir), resume,
+                                        splits=rows, use_gpu=config.resources.gpu > 0)
+        else:
+            summary = run_trial(trial, trial_dir, inputs, report=_reporter(tune, trial_dir), resume=resume)
     except TrialDiverged as error:
         folder.write_status(key, status="diverged", error=str(error))
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})

@@ -17,6 +17,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.stopper import Stopper
 
+from alignment.config_io import ConfigError
 from alignment.train import total_steps
 from search.config import SchedulerConfig, SweepConfig
 from search.folder import SweepFolder, TrialSpec, folder_name
@@ -40,9 +41,26 @@ def tune_config(config: SweepConfig, kind: str) -> Any:
     else:
         scheduler = FIFOScheduler()
     return tune.TuneConfig(metric="iia", mode="max", scheduler=scheduler, reuse_actors=True,
-                           max_concurrent_trials=config.resources.concurrency,
+                           max_concurrent_trials=max_concurrent(config),
                            trial_name_creator=lambda trial: trial.config["trial"],
                            trial_dirname_creator=lambda trial: folder_name(trial.config["trial"])[:100])
+
+
+def max_concurrent(config: SweepConfig) -> int:
+    """`resources.concurrency`, capped for sharded trials by what the cluster can hold at once
+    (Tune does not see a Train job's workers)."""
+    shard = config.hypotheses.shard
+    if shard == 1:
+        return config.resources.concurrency
+    import ray
+
+    from cluster.sharded import concurrent_sharded_trials
+    free = ray.available_resources()
+    fits = concurrent_sharded_trials(free.get("CPU", 0.0), free.get("GPU", 0.0), shard, config.resources.gpu > 0)
+    if fits < 1:
+        raise ConfigError(f"hypotheses.shard = {shard} needs {shard + 1} free CPUs per trial "
+                          f"({'and GPUs ' if config.resources.gpu else ''}on the cluster); it has {free.get('CPU', 0)}")
+    return min(config.resources.concurrency, fits)
 
 
 class CollapseStopper(Stopper):

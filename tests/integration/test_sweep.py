@@ -102,3 +102,14 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(planted_model, t
     assert all(r["status"] == "finished" for r in rows)
     _, children = runs_of(folder)
     assert sorted(r.info.run_name for r in children) == sorted(r["key"] for r in rows)
+
+
+def test_a_sharded_sweep_runs_its_trials_on_two_workers(planted_model, tmp_path):
+    folder = tmp_path / "sharded"
+    args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--set", "hypotheses.shard=2",
+                              "--set", 'hypotheses.causal_models=["planted"]', "--set", 'hypotheses.positions=["last"]',
+                              "--set", 'hypotheses.layers="1"', "--set", "controls.top_k=0",
+                              "--set", "resources.concurrency=1", "--set", "train.eval_every=30")
+    assert main(args) == 0
+    summary = json.loads(next(folder.glob("trials/*/summary.json")).read_text())
+    assert summary["workers"] == 2 and summary["test_iia"] >= 0.9

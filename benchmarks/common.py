@@ -132,14 +132,18 @@ def peak_step_bytes(step: Callable[[], Any], device: torch.device) -> int:
     return peak
 
 
-def timed(step: Callable[[], float]) -> tuple[float, float]:
-    """(seconds, what `step` returned), synchronizing CUDA around it."""
+def timed(step: Callable[[], float]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of this process, what `step` returned), synchronizing CUDA around it.
+
+    CPU seconds are what a step would take alone with one thread even when other jobs share the
+    cores (a descheduled thread accrues none); with more threads they also count OpenMP spinning.
+    """
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     synchronize()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     value = step()
     synchronize()
-    return time.perf_counter() - start, value
+    return time.perf_counter() - start, time.process_time() - start_cpu, value
 
 
 def load_average() -> list[float]:

@@ -5,10 +5,12 @@ The tutorial (`tutorials/advanced_tutorials/Boundless_DAS.ipynb`) calls
 `(batch, seq, vocab)` logits with every label -100 but the last, adds the boundary sum, steps
 Adam (lr 1e-3 for the rotation, 1e-2 for the boundary) and a linear warm-up schedule, zeroes
 the intervention's gradients and sets the next temperature from a bf16 50 -> 0.1 schedule.
-Mode "last" is the same step with `logits_to_keep=1` in the base and source inputs (pyvene
-passes it on to the model), so the head runs at the last position only: the best a user can
-do without changing pyvene. Plain DAS is `RotatedSpaceIntervention` with a fixed interchange
-dimension (pyvene's default swaps the whole space and learns nothing).
+Mode "last" is the same step with the last position as `logits_to_keep` in the base and
+source inputs (pyvene passes them on to the model), so the head runs at the last position
+only: the best a user can do without changing pyvene. It is passed as a one-element index
+tensor, as align-search does: `logits_to_keep=1` slices a strided view, which costs the head
+a slow batched matmul on CPU (alignment/frozen.py). Plain DAS is `RotatedSpaceIntervention`
+with a fixed interchange dimension (pyvene's default swaps the whole space and learns nothing).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class PyveneTrainer:
 
     def step(self, index: int, base_ids: Tensor, source_ids: Tensor, labels: Tensor) -> float:
         """One optimizer step on one batch; returns the loss (cross-entropy + boundary sum)."""
-        extra = {"logits_to_keep": 1} if self.mode == "last" else {}
+        last = torch.tensor([base_ids.shape[1] - 1], device=base_ids.device)
+        extra = {"logits_to_keep": last} if self.mode == "last" else {}
         _, counterfactual = self.model({"input_ids": base_ids, **extra}, [{"input_ids": source_ids, **extra}],
                                        {"sources->base": self.position})
         logits = counterfactual.logits                                      # (B, T or 1, vocab)

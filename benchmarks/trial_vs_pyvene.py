@@ -115,6 +115,7 @@ class Variant:
     kind: str | None
     step: Any                                   # (step index) -> loss
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     peak_step_mb: float | None = None
 
@@ -211,10 +212,11 @@ def run_steps(variants: list[Variant], warmup: int, steps: int, rtol: float) -> 
     check: dict[str, Any] = {}
     for index in range(warmup + steps):
         for variant in variants:
-            seconds, loss = timed(lambda variant=variant, index=index: variant.step(index))
+            seconds, cpu_seconds, loss = timed(lambda variant=variant, index=index: variant.step(index))
             variant.losses.append(loss)
             if index >= warmup:
                 variant.seconds.append(seconds)
+                variant.cpu_seconds.append(cpu_seconds)
         if index == 0:
             check = check_first_losses(variants, rtol)
     return check
@@ -251,20 +253,26 @@ def summarize(variants: list[Variant]) -> dict[str, Any]:
     for v in variants:
         median = statistics.median(v.seconds) if v.seconds else float("nan")
         rows[v.name] = {"step_s_median": median, "step_s_min": min(v.seconds, default=float("nan")),
+                        "cpu_s_median": statistics.median(v.cpu_seconds) if v.cpu_seconds else float("nan"),
                         "examples_per_s": BATCH / median, "peak_step_mb": v.peak_step_mb, "n": len(v.seconds),
                         "first_loss": v.losses[0], "last_loss": v.losses[-1]}
-    by_name = {v.name: v for v in variants}
+    return {"variants": rows, "ratios": _ratios(variants, "seconds"),
+            "cpu_ratios": _ratios(variants, "cpu_seconds")}
+
+
+def _ratios(variants: list[Variant], clock: str) -> dict[str, float]:
+    """Speed-ups over align-search and align-search over the floor, from the `clock` times."""
+    times = {v.name: getattr(v, clock) for v in variants}
     ratios: dict[str, float] = {}
     for kind in {v.kind for v in variants if v.kind}:
-        ours = by_name[f"align-search/{kind}"].seconds
+        ours = times[f"align-search/{kind}"]
         for other in ("pyvene-tutorial", "pyvene-last"):
-            theirs = by_name[f"{other}/{kind}"].seconds
-            ratios[f"{other}/{kind} over align-search"] = _median_ratio(theirs, ours)
-        ratios[f"align-search/{kind} over floor"] = _median_ratio(ours, by_name["floor"].seconds)
-        if f"align-search-uncached/{kind}" in by_name:
+            ratios[f"{other}/{kind} over align-search"] = _median_ratio(times[f"{other}/{kind}"], ours)
+        ratios[f"align-search/{kind} over floor"] = _median_ratio(ours, times["floor"])
+        if f"align-search-uncached/{kind}" in times:
             ratios[f"pyvene-tutorial/{kind} over align-search-uncached"] = _median_ratio(
-                by_name[f"pyvene-tutorial/{kind}"].seconds, by_name[f"align-search-uncached/{kind}"].seconds)
-    return {"variants": rows, "ratios": ratios}
+                times[f"pyvene-tutorial/{kind}"], times[f"align-search-uncached/{kind}"])
+    return ratios
 
 
 def _median_ratio(numerator: list[float], denominator: list[float]) -> float:
@@ -322,13 +330,14 @@ def print_layer(name: str, result: dict[str, Any]) -> None:
     print(f"\n{name}, layer {result['layer']} (load {result['load_before']} -> {result['load_after']}; "
           f"cache {result['cache_mb']:.0f} MB for {result['prompts']} prompts, "
           f"built in {result['cache_build_s']:.1f} s)")
-    print("| variant | s/step median | min | examples/s | peak step MB |\n|---|---|---|---|---|")
+    print("| variant | s/step median | min | CPU s/step | examples/s | peak step MB |\n"
+          "|---|---|---|---|---|---|")
     for variant, row in result["variants"].items():
         memory = "-" if row["peak_step_mb"] is None else f"{row['peak_step_mb']:.0f}"
         print(f"| {variant} | {row['step_s_median']:.3f} | {row['step_s_min']:.3f} "
-              f"| {row['examples_per_s']:.1f} | {memory} |")
+              f"| {row['cpu_s_median']:.3f} | {row['examples_per_s']:.1f} | {memory} |")
     for key, value in result["ratios"].items():
-        print(f"  {key}: {value:.2f}x")
+        print(f"  {key}: {value:.2f}x wall, {result['cpu_ratios'][key]:.2f}x CPU time")
     for key, (value, ok) in result.get("targets", {}).items():
         print(f"  target {key}: {'MET' if ok else 'MISSED'} ({value})")
     sys.stdout.flush()

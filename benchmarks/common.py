@@ -19,6 +19,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -166,10 +167,8 @@ def machine() -> dict[str, Any]:
         "transformers": transformers.__version__,
     }
     try:
-        import pyvene
-
-        facts["pyvene"] = getattr(pyvene, "__version__", "0.1.8")
-    except ImportError:
+        facts["pyvene"] = metadata.version("pyvene")
+    except metadata.PackageNotFoundError:
         facts["pyvene"] = None
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name(0)

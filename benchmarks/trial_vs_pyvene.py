@@ -333,7 +333,7 @@ def print_layer(name: str, result: dict[str, Any]) -> None:
     print("| variant | s/step median | min | CPU s/step | examples/s | peak step MB |\n"
           "|---|---|---|---|---|---|")
     for variant, row in result["variants"].items():
-        memory = "-" if row["peak_step_mb"] is None else f"{row['peak_step_mb']:.0f}"
+        memory = "-" if row["peak_step_mb"] is None else f"{row['peak_step_mb']:.1f}"
         print(f"| {variant} | {row['step_s_median']:.3f} | {row['step_s_min']:.3f} "
               f"| {row['cpu_s_median']:.3f} | {row['examples_per_s']:.1f} | {memory} |")
     for key, value in result["ratios"].items():

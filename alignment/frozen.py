@@ -8,7 +8,7 @@ The model never changes during a trial, so most of a plain interchange step is w
   the same layer maps into memory;
 - each step then runs only the layers from the site up, starting from the cached states with
   the intervention applied (`hooks.skip_layers`), and computes logits at the answer position
-  only (`logits_to_keep=1`; prompts are left-padded, so the answer position is the last).
+  only (`logits_to_keep`; prompts are left-padded, so the answer position is the last).
 
 `plain_logits` is the reference: two full forward passes with hooks, as pyvene does it. Tests
 check that every fast path gives the same logits.
@@ -59,6 +59,11 @@ class FrozenSite:
         self.decoder = split_site(model, site)
         self.returns_tuple = output_is_tuple(model, site, table.input_ids.to(self.device))
         self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+        # The last position as an index tensor, not logits_to_keep=1: indexing gathers a contiguous
+        # (B, 1, hidden) copy for the LM head, where the int's strided slice sends torch's linear down a
+        # batched-matmul path that is several times slower on CPU (12 % of a GPT-2-small step at layer 6,
+        # forward and backward; benchmarks/README.md).
+        self._last_position = torch.tensor([table.seq_len - 1], device=self.device)
         self._cache: Tensor | np.ndarray | None = None
         if cache == "auto" and self.decoder is not None and self._cache_bytes() <= cache_budget_mb * 2**20:
             self._cache = self._load_or_build_cache(Path(cache_dir) if cache_dir else None)
@@ -121,7 +126,7 @@ class FrozenSite:
                 "position_ids": self.table.position_ids[rows].to(self.device)}
 
     def _forward(self, rows: Tensor) -> Tensor:
-        extra: dict[str, Any] = {"logits_to_keep": 1} if self.keep_last else {}
+        extra: dict[str, Any] = {"logits_to_keep": self._last_position} if self.keep_last else {}
         output = self.model(**self._inputs(rows), use_cache=False, **extra)
         return output.logits[:, -1].float()
 

@@ -93,3 +93,17 @@ def test_bf16_model_with_fp32_rotation(tiny_price):
     logits.sum().backward()
     assert interchange.intervention.basis.generator.grad.dtype == torch.float32
     assert torch.isfinite(logits).all()
+
+
+def test_the_head_reads_a_contiguous_answer_position(tiny_price):
+    """A strided (B, 1, hidden) slice sends the LM head down a slow batched matmul on CPU."""
+    interchange, pairs = interchange_for(tiny_price, 0, "last")
+    seen = []
+    head = tiny_price.model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(
+        lambda module, args: seen.append((args[0].shape, args[0].is_contiguous())))
+    try:
+        interchange.logits(pairs.select(torch.arange(4)))
+    finally:
+        handle.remove()
+    assert seen == [((4, 1, interchange.frozen.hidden_size()), True)]

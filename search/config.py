@@ -199,13 +199,13 @@ def with_flags(config: SweepConfig, **flags: Any) -> SweepConfig:
 
 
 def _absolute_paths(config: SweepConfig) -> SweepConfig:
-    changes: dict[str, str] = {}
-    if config.model_path and not Path(config.model_path).is_absolute():
-        changes["model_path"] = str(Path(config.model_path).resolve())
-    location, _, attribute = config.task.rpartition(":")
+    model_path, task = config.model_path, config.task
+    if model_path and not Path(model_path).is_absolute():
+        model_path = str(Path(model_path).resolve())
+    location, _, attribute = task.rpartition(":")
     if location.endswith(".py") and not Path(location).is_absolute():
-        changes["task"] = f"{Path(location).resolve()}:{attribute}"
-    return replace(config, **changes)
+        task = f"{Path(location).resolve()}:{attribute}"
+    return replace(config, model_path=model_path, task=task)
 
 
 def to_toml(config: SweepConfig) -> str:

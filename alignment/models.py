@@ -133,7 +133,7 @@ def convert_gguf(gguf_path: str | Path, out: str | Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ModelLoadError(f"--out must be a new or empty folder, got {str(out)!r}, which already holds files")
     if not is_gguf(gguf_path):
-        raise ModelLoadError(f"convert-gguf needs a .gguf file or one of {sorted(PACKAGED_GGUF)}, "
+        raise ModelLoadError(f"the model to convert must be a .gguf file or one of {sorted(PACKAGED_GGUF)}, "
                              f"got {str(gguf_path)!r}")
     return save_float_copy(load_model(gguf_path), out)
 

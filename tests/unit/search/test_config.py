@@ -78,3 +78,10 @@ def test_relative_model_and_task_paths_become_absolute(tmp_path, monkeypatch):
     assert config.task == f"{tmp_path / 'tasks' / 'mine.py'}:MINE"
     args.set = ['task="ioi"']
     assert resolve_sweep_config(args)[0].task == "ioi"
+
+
+def test_the_documented_smollm2_sweep_config_is_valid():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[3] / "docs" / "smollm2-ioi.toml")
+    assert config.task == "ioi" and config.hypotheses.causal_models == ("io_position", "io_name")

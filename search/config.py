@@ -181,7 +181,12 @@ def _merge(defaults: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_flags(config: SweepConfig, **flags: Any) -> SweepConfig:
-    """Apply the CLI's shortcut flags (scheduler, address, tracking uri, output) over the config."""
+    """Apply the CLI's shortcut flags (scheduler, address, tracking uri, output) over the config.
+
+    Relative model and task-file paths become absolute here, against the CLI's working folder:
+    Ray Tune runs each trial with its trial folder as the working folder.
+    """
+    config = _absolute_paths(config)
     if flags.get("scheduler"):
         config = replace(config, scheduler=replace(config.scheduler, kind=flags["scheduler"]))
     if flags.get("address"):
@@ -191,6 +196,16 @@ def with_flags(config: SweepConfig, **flags: Any) -> SweepConfig:
     if flags.get("out"):
         config = replace(config, output_dir=flags["out"])
     return from_dict(SweepConfig, to_dict(config))
+
+
+def _absolute_paths(config: SweepConfig) -> SweepConfig:
+    model_path, task = config.model_path, config.task
+    if model_path and not Path(model_path).is_absolute():
+        model_path = str(Path(model_path).resolve())
+    location, _, attribute = task.rpartition(":")
+    if location.endswith(".py") and not Path(location).is_absolute():
+        task = f"{Path(location).resolve()}:{attribute}"
+    return replace(config, model_path=model_path, task=task)
 
 
 def to_toml(config: SweepConfig) -> str:

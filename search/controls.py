@@ -64,10 +64,14 @@ def _controls_for(grid: TrialSpec, config: SweepConfig) -> list[TrialSpec]:
 
 
 def make_random_model(config: SweepConfig, folder: SweepFolder) -> Path:
-    """A randomly initialised copy of the sweep's model (same architecture and tokenizer), saved once."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A randomly initialised copy of the sweep's model (same architecture and tokenizer), saved once.
 
+    The source may be a folder or a GGUF file; the copy is always a plain float32 folder.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from alignment.models import is_gguf, load_tokenizer, model_config
     from search.prepare import resolve_model_path
 
     target = folder.path / "random_model"
@@ -75,8 +79,11 @@ def make_random_model(config: SweepConfig, folder: SweepFolder) -> Path:
         return target
     source = Path(resolve_model_path(config))
     torch.manual_seed(config.data.seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+    model = AutoModelForCausalLM.from_config(model_config(source), dtype=torch.float32)
     model.save_pretrained(target)
+    if is_gguf(source):
+        load_tokenizer(source).save_pretrained(target)
+        return target
     for name in source.iterdir():
         if name.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "align_search")):
             shutil.copy(name, target / name.name)

@@ -16,7 +16,7 @@ from typing import Any
 
 from alignment.config import TrialConfig
 from alignment.config_io import ConfigError
-from alignment.models import MODEL_META, ModelLoadError
+from alignment.models import ModelLoadError
 from causal_models import enumerate_hypotheses, get_task, make_splits, parse_layers, to_dataset
 from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec
@@ -34,27 +34,14 @@ def resolve_model_path(config: SweepConfig) -> str:
 
 
 def model_facts(path: str) -> tuple[int, dict[str, Any]]:
-    """(decoder layer count, align_search.json meta) without loading the weights."""
-    from transformers import AutoConfig
+    """(decoder layer count, align_search.json meta) without loading the weights (a folder or a GGUF file)."""
+    from alignment.models import model_config, read_meta
 
-    folder = Path(path)
-    if folder.is_file() and folder.suffix == ".gguf":
-        from alignment.models import load_model
-        from alignment.sites import layer_count
-        return layer_count(load_model(folder).model), {}
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"model folder must exist and hold config.json, got {path!r}")
-    model_config = AutoConfig.from_pretrained(folder)
-    layers = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", None)
+    config = model_config(path)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     if not isinstance(layers, int):
-        raise ModelLoadError(f"cannot read the layer count of {path!r} from its config.json")
-    return layers, model_meta(path)
-
-
-def model_meta(path: str) -> dict[str, Any]:
-    """A model folder's align_search.json (empty when it has none, or for a GGUF file)."""
-    meta_file = Path(path) / MODEL_META
-    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        raise ModelLoadError(f"cannot read the layer count of {path!r} from its config")
+    return layers, read_meta(path)
 
 
 def template_name(config: SweepConfig, meta: dict[str, Any]) -> str:

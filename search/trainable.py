@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from alignment.models import LoadedModel, load_model
+from alignment.models import LoadedModel, load_model, read_meta
 from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
 from search.checkpoint import read_checkpoint, write_checkpoint
 from search.folder import SweepFolder
-from search.prepare import load_prompts, load_rows, model_meta, resolve_model_path, template_name, trial_config
+from search.prepare import load_prompts, load_rows, resolve_model_path, template_name, trial_config
 
 _MODELS: dict[tuple[str, bool], LoadedModel] = {}
 FINAL_KEYS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "best_step", "steps",
@@ -62,7 +62,7 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     torch.set_num_threads(config.train.threads or cpus)
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
     loaded = _model(model_path, config.train.bf16, device) if config.hypotheses.shard == 1 else None
-    template = template_name(config, loaded.meta if loaded else model_meta(model_path))
+    template = template_name(config, loaded.meta if loaded else read_meta(model_path))
     trial = trial_config(config, spec, model_path, template)
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))

@@ -11,6 +11,13 @@ Causal models (after Wu et al. 2023's IOI-with-DAS tutorial and causalgym):
   model answer the *subject*: the positional signal S-inhibition heads carry.
 - io_name: the IO's identity `io_name`; the answer is that name. Swapping it from a source
   answers the source's IO, a name absent from the base prompt: what name movers copy.
+
+For real models the names, places and objects are single tokens with their leading space in
+SmolLM2's byte-level BPE tokenizer, so each named position is one token and an answer
+is scored by the IO name's only token (`tests/integration/test_smollm2.py` checks both).
+Named positions: name1, name2, subject (the second mention of the subject, S2 in Wang et
+al.), subject_last (its last token: the same token when names are single tokens), object, and
+last (the final " to", END in Wang et al., where the answer is predicted).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from causal_models.causal_model import CausalModel, Variable
 from causal_models.task import Task
-from causal_models.templates import FieldChar, PromptTemplate, TextChar
+from causal_models.templates import FieldChar, PromptTemplate
 
 NAMES = ("Mary", "John", "Tom", "James", "Anna", "Sarah", "David", "Michael", "Emma", "Paul",
          "Mark", "Lisa", "Kate", "Peter", "Alice", "Robert", "Laura", "Daniel", "Susan", "George")
@@ -93,7 +100,6 @@ def _template(name: str, frame: str) -> PromptTemplate:
             "subject": FieldChar("subject"),
             "subject_last": FieldChar("subject", -1),
             "object": FieldChar("object"),
-            "to": TextChar(" to", -1),
         },
         answers={name: f" {name}" for name in NAMES},
     )

@@ -79,6 +79,18 @@ def test_ioi():
     assert task.causal_model("io_name").interchange(base, {"io_name": source})["answer"] == "Anna"
 
 
+def test_ioi_named_positions_are_distinct_characters():
+    task = get_task("ioi")
+    for name, template in task.templates.items():
+        for inputs in task.sample_factual(20, 0):
+            prompt = template.render(inputs)
+            offsets = list(prompt.positions.values())
+            assert len(set(offsets)) == len(offsets), (name, prompt.positions)
+            assert prompt.text.endswith(" to") and prompt.positions["last"] == len(prompt.text) - 1
+            subject = prompt.text[prompt.positions["subject"]:prompt.positions["subject_last"] + 1]
+            assert subject == (inputs["name2"] if inputs["io_first"] else inputs["name1"])
+
+
 def test_user_task_from_a_file(tmp_path):
     path = tmp_path / "my_tasks.py"
     path.write_text(textwrap.dedent('''

@@ -67,3 +67,21 @@ def test_resume_refuses_a_different_config_and_shows_the_keys(tmp_path):
     args.set = ["resources.concurrency=1"]  # where it runs may change
     config, _ = resolve_sweep_config(args)
     assert config.resources.concurrency == 1
+
+
+def test_relative_model_and_task_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Ray Tune runs trials in their own folders: the driver's paths must not be relative
+    args = argparse.Namespace(config=None, set=['model_path="models/smollm2"', 'task="tasks/mine.py:MINE"'],
+                              resume=None, scheduler=None, address=None, tracking_uri=None, out=None)
+    config, _ = resolve_sweep_config(args)
+    assert config.model_path == str(tmp_path / "models" / "smollm2")
+    assert config.task == f"{tmp_path / 'tasks' / 'mine.py'}:MINE"
+    args.set = ['task="ioi"']
+    assert resolve_sweep_config(args)[0].task == "ioi"
+
+
+def test_the_documented_smollm2_sweep_config_is_valid():
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[3] / "docs" / "smollm2-ioi.toml")
+    assert config.task == "ioi" and config.hypotheses.causal_models == ("io_position", "io_name")

@@ -1,7 +1,7 @@
 """Loading the model to align: a Hugging Face folder or a GGUF file, frozen, with clear errors.
 
-Models load with `trust_remote_code=False` unless asked, and weights come from safetensors
-(or torch files read with `weights_only=True` by transformers). A GGUF file is dequantized
+Models load with `trust_remote_code=False` unless asked, and weights come only from
+safetensors (never a pickled `pytorch_model.bin`). A GGUF file is dequantized
 by transformers (it needs the `gguf` and `accelerate` packages); `convert_gguf` saves the
 result once as a plain float folder so later loads take under a second. A model folder may
 carry `align_search.json` (written by `align-search train-model`) naming the task and
@@ -41,14 +41,16 @@ def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
-    folder, gguf_file = _locate(path)
+    folder, gguf_file = locate_model(path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
+    else:
+        read_model_config(folder, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         model: Any = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.bfloat16 if bf16 else torch.float32, **kwargs)
+            folder, dtype=torch.bfloat16 if bf16 else torch.float32, use_safetensors=not gguf_file, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"{str(path)!r} must be a causal language model folder that transformers can load: "
                              f"{str(error).splitlines()[0]}") from None
@@ -60,7 +62,26 @@ def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = F
     return LoadedModel(model, tokenizer, str(path), meta)
 
 
-def _locate(path: Path) -> tuple[str, str | None]:
+def read_model_config(folder: str | Path, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a model folder, checked to be a causal LM; runs no code from the folder."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"model folder {str(folder)!r} must have a config.json transformers can read: "
+                             f"{first[:300]}") from None
+    auto_map = getattr(config, "auto_map", None) or {}
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and "AutoModelForCausalLM" not in auto_map:
+        raise ModelLoadError(f"model folder {str(folder)!r} must hold a causal language model, got model type "
+                             f"{config.model_type!r}, which transformers has no causal LM head for")
+    return config
+
+
+def locate_model(path: Path) -> tuple[str, str | None]:
+    """(folder, GGUF file name or None) of a model path; ModelLoadError when it cannot be a model."""
     if not path.exists():
         raise ModelLoadError(f"model path must exist, got {str(path)!r}. Train one with "
                              f"`align-search train-model TASK --out DIR` or pass a Hugging Face folder")
@@ -73,8 +94,11 @@ def _locate(path: Path) -> tuple[str, str | None]:
         return str(path.parent), path.name
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model folder {str(path)!r} is incomplete: it has no config.json")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise ModelLoadError(f"model folder {str(path)!r} is incomplete: it has no weights (*.safetensors)")
+    if not any(path.glob("*.safetensors")):
+        found = sorted(p.name for p in path.glob("*.bin"))
+        what = f"only {', '.join(found)}, which would have to be unpickled" if found else "no weights"
+        raise ModelLoadError(f"model folder {str(path)!r} must hold its weights as *.safetensors, got {what}. "
+                             f"Re-save it with save_pretrained(), which writes safetensors")
     return str(path), None
 
 

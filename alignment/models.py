@@ -65,8 +65,18 @@ def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = F
 def read_model_config(folder: str | Path, trust_remote_code: bool = False) -> Any:
     """The transformers config of a model folder, checked to be a causal LM; runs no code from the folder."""
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    try:
+        raw = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"model folder {str(folder)!r} must have a readable config.json, got {error}") from None
+    if raw.get("auto_map") and raw.get("model_type") not in CONFIG_MAPPING_NAMES and not trust_remote_code:
+        raise ModelLoadError(f"model folder {str(folder)!r} must be a model transformers knows without running the "
+                             f"folder's own code, got model type {raw.get('model_type')!r} defined by its Python "
+                             f"files (auto_map). Read them, and pass --trust-remote-code (trust_remote_code) only "
+                             f"if you trust them")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as error:

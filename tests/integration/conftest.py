@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from alignment.taskmodels import TaskModelConfig, train_task_model
+from tests.helpers import free_port
 from tests.planted_task import planted_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,12 +63,6 @@ def wait_for(condition, seconds: float, what: str) -> None:
     while not condition():
         assert time.time() < deadline, f"{what} did not happen within {seconds} s"
         time.sleep(0.3)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class MlflowServer:

@@ -57,9 +57,13 @@ def model_facts(path: str) -> ModelFacts:
     if not isinstance(layers, int):
         raise ModelLoadError(f"cannot read the layer count of {path!r} from its config.json")
     hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "n_embd", None)
-    meta_file = folder / MODEL_META
-    return ModelFacts(layers, hidden if isinstance(hidden, int) else None,
-                      json.loads(meta_file.read_text()) if meta_file.is_file() else {})
+    return ModelFacts(layers, hidden if isinstance(hidden, int) else None, model_meta(path))
+
+
+def model_meta(path: str) -> dict[str, Any]:
+    """A model folder's align_search.json (empty when it has none, or for a GGUF file)."""
+    meta_file = Path(path) / MODEL_META
+    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
 
 
 def template_name(config: SweepConfig, meta: dict[str, Any]) -> str:

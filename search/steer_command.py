@@ -43,7 +43,7 @@ def steer(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_model(_model_path(args))
     saved = [load_steering(run, loaded.model) for run in args.runs]
     values = dict(_assignment(item) for item in args.set)
-    steers = []
+    steers: list[Steer] = []
     for item in saved:
         variables = list(item.description["variables"])
         if args.set:

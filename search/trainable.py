@@ -4,10 +4,10 @@ It reads everything from the sweep folder (config, its trial spec, the shared pa
 list, the per-layer hidden-state cache), trains through `alignment.trial.run_trial`, and
 reports dev IIA to Tune after every evaluation, so ASHA can stop it. After every evaluation it
 also writes a checkpoint into its trial folder (`search/checkpoint.py`), so a retried trial or
-a resumed sweep continues from there; each start appends a line to the trial's
-`attempts.jsonl` (process, node, the step it resumed from). A trial whose summary (or final status) already exists
+a resumed sweep continues from there. A trial whose summary (or final status) already exists
 reports it and returns: a resumed sweep never re-runs finished work. A diverged trial (NaN
-loss) is recorded as such and ends normally, so it is neither retried nor fatal.
+loss) is recorded as such and ends normally, so it is neither retried nor fatal. Each start of
+a trial appends a line to its `attempts.jsonl`: process, node, and the step it resumed from.
 
 The loaded model is kept per worker process: with `reuse_actors`, a worker runs many trials
 and loads the model once.
@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from alignment.config import TrialConfig
 from alignment.models import LoadedModel, load_model
 from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
@@ -59,7 +58,17 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     trial_dir = folder.trial_dir(key)
     resume = read_checkpoint(trial_dir / "checkpoint")
     folder.record_attempt(key, **_node(), resumed_from_step=resume.step if resume else 0)
-    trial, inputs = _prepare(folder, key)
+    config = folder.read_config()
+    spec = folder.trial(key)
+    model_path = spec_model_path(folder, spec, config)
+    cpus = max(1, int(config.resources.cpu))
+    torch.set_num_threads(config.train.threads or cpus)
+    device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
+    loaded = _model(model_path, config.train.bf16, device)
+    template = template_name(config, loaded.meta)
+    trial = trial_config(config, spec, model_path, template)
+    rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
+    inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
     try:
         summary = run_trial(trial, trial_dir, inputs, report=_reporter(tune, trial_dir), resume=resume)
     except TrialDiverged as error:
@@ -67,19 +76,6 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
         return
     tune.report({**_final(summary), **_node(), "iia": summary["best_dev_iia"], "done": True})
-
-
-def _prepare(folder: SweepFolder, key: str) -> tuple[TrialConfig, TrialInputs]:
-    """The trial's config, and what it shares with the sweep: the model, the pairs, the prompt table."""
-    config = folder.read_config()
-    spec = folder.trial(key)
-    model_path = spec_model_path(folder, spec, config)
-    torch.set_num_threads(config.train.threads or max(1, int(config.resources.cpu)))
-    device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
-    loaded = _model(model_path, config.train.bf16, device)
-    trial = trial_config(config, spec, model_path, template_name(config, loaded.meta))
-    rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
-    return trial, TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
 
 
 def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:

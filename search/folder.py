@@ -173,6 +173,13 @@ class SweepFolder:
     def write_status(self, key: str, **values: Any) -> None:
         atomic_write_text(self.trial_dir(key) / "status.json", json.dumps(values, indent=2) + "\n")
 
+    def reopen_failed(self) -> list[str]:
+        """Forget which trials failed (not their checkpoints or attempts), so that they run again."""
+        keys = [spec.key for spec in self.read_trials() if (self.status(spec.key) or {}).get("status") == "failed"]
+        for key in keys:
+            (self.trial_dir(key) / "status.json").unlink()
+        return keys
+
     def record_attempt(self, key: str, **values: Any) -> None:
         """Append one line to the trial's attempts.jsonl (each start or retry of the trial)."""
         directory = self.trial_dir(key)

@@ -12,7 +12,8 @@
 
 `--resume DIR` starts Tune again over the same trial list: finished trials stay finished (a
 trial with a summary in its folder reports it and returns), interrupted ones continue from
-the checkpoint in their folder, and the MLflow parent run and child runs are reused. Tune's
+the checkpoint in their folder, failed ones get another try (say, once the disk has room
+again), and the MLflow parent run and child runs are reused. Tune's
 own restore is not used: it unpickles `tuner.pkl` from the sweep folder, and nothing from a
 sweep folder is ever unpickled.
 """
@@ -108,6 +109,7 @@ def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
     specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
     tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
     tracker.start_parent(to_dict(config))
+    tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
     _run_tune(config, folder, specs, tracker, "grid", config.scheduler.kind)
     controls = plan_controls(config, folder)
     if controls:

@@ -104,6 +104,19 @@ class Tracker:
                                  experiment_id=run.info.experiment_id)
         return str(run.info.run_id)
 
+    def reopen(self, keys: list[str]) -> None:
+        """Trials that run again after failing: upload them again, into the same child run, without the old error."""
+        for key in keys:
+            marker = _read_marker(self.folder.trial_dir(key))
+            if marker.get("run_id") and marker.get("uri", self.uri) == self.uri:
+                _write_marker(self.folder.trial_dir(key), run_id=marker["run_id"], uri=self.uri, uploaded=False)
+                self._safely(lambda run_id=marker["run_id"]: self._drop_tag(run_id, "error"))
+
+    def _drop_tag(self, run_id: str, tag: str) -> bool:
+        if tag in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, tag)
+        return True
+
     def log_live(self, key: str, result: dict[str, Any]) -> None:
         """Dev IIA of a trial as it reports (best effort)."""
         if not self.available or "dev_iia" not in result:

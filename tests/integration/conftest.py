@@ -51,17 +51,24 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def cli_process(args: list[str], **popen: object) -> subprocess.Popen:
-    """`align-search ARGS` in a process group of its own (its Ray processes join it), this checkout first."""
+def cli_process(args: list[str], log: Path | None = None) -> subprocess.Popen:
+    """`align-search ARGS` in a process group of its own (its Ray processes join it), this checkout first.
+
+    Its output goes to `log` (a file, never a pipe nobody reads while it runs: a full pipe blocks it).
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-c", "import sys; from search.cli import main; sys.exit(main(sys.argv[1:]))", *args]
-    return subprocess.Popen(command, start_new_session=True, cwd=ROOT, env=env, **popen)  # type: ignore[arg-type]
+    with open(log or os.devnull, "w") as out:
+        return subprocess.Popen(command, start_new_session=True, cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, seconds: float, what: str) -> None:
+def wait_for(condition, seconds: float, what: str, log: Path | None = None) -> None:
+    """Poll `condition` until it holds; fail after `seconds`, showing the end of `log`."""
     deadline = time.time() + seconds
     while not condition():
-        assert time.time() < deadline, f"{what} did not happen within {seconds} s"
+        tail = log.read_text()[-3000:] if log is not None and log.is_file() else ""
+        assert time.time() < deadline, f"{what} did not happen within {seconds} s\n{tail}"
         time.sleep(0.3)
 
 

@@ -19,7 +19,6 @@ from search.cli import main
 from tests.integration.conftest import ROOT, cli_process, kill_group, planted_sweep_args, wait_for
 
 pytestmark = pytest.mark.slow
-FAULTY = f"{ROOT / 'tests' / 'faulty_task.py'}:FAULTY"
 
 
 def rows_of(folder: Path) -> dict[str, dict[str, str]]:
@@ -51,25 +50,29 @@ def checkpoint_step(trial: Path) -> int:
 
 def test_killed_worker_resumes_from_its_checkpoint_and_a_failing_trial_is_recorded_once(planted_model, tmp_path):
     """kill -9 of the process running a trial: Tune retries it (resources.max_failures) and it continues from
-    its checkpoint. A trial that fails on every attempt is recorded failed with its error; the sweep exits 0."""
+    its checkpoint. A trial that fails on every attempt is recorded failed with its error; the sweep exits 0.
+    Once the user fixes the cause, --resume runs the failed trial again, into the same MLflow run."""
+    task_file = tmp_path / "my_task.py"  # the user's task module, faulty on the workers
+    task_file.write_text((ROOT / "tests" / "faulty_task.py").read_text())
     folder = tmp_path / "sweep"
-    args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--set", f'task="{FAULTY}"',
+    args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--set", f'task="{task_file}:FAULTY"',
                               "--set", 'hypotheses.layers="1"', "--set", 'hypotheses.positions=["last"]',
                               "--set", "train.max_steps=400", "--set", "controls.top_k=0",
                               "--set", "resources.max_failures=1")
     healthy = folder / "trials" / "planted.in_set@L1.last.das#s0"
     failing_key = "key_low@L1:last:das#s0"
-    driver = cli_process(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "driver.log"
+    driver = cli_process(args, log)
     try:
-        wait_for(lambda: checkpoint_step(healthy) >= 20, 300, "a checkpoint of the planted trial at step >= 20")
+        wait_for(lambda: checkpoint_step(healthy) >= 20, 300, "a checkpoint of the planted trial at step >= 20", log)
         first = attempts_of(healthy)
         assert len(first) == 1 and not (healthy / "summary.json").exists(), "the trial ended before the kill"
         killed_at = checkpoint_step(healthy)
         os.kill(int(first[0]["pid"]), signal.SIGKILL)
-        output, _ = driver.communicate(timeout=400)
+        driver.wait(timeout=400)
     finally:
         kill_group(driver.pid)
-    assert driver.returncode == 0, output[-3000:]
+    assert driver.returncode == 0, log.read_text()[-3000:]
 
     attempts = attempts_of(healthy)
     assert len(attempts) == 2 and attempts[1]["pid"] != attempts[0]["pid"]
@@ -102,6 +105,16 @@ def test_killed_worker_resumes_from_its_checkpoint_and_a_failing_trial_is_record
                                                                                               "dev_iia")
     assert sorted(m.step for m in history) == list(range(10, 401, 10)), "dev IIA logged twice for some step"
 
+    task_file.write_text("from tests.planted_task import planted_task as FAULTY\n")  # the fix
+    assert main(["sweep", "--resume", str(folder)]) == 0
+    rows = rows_of(folder)
+    assert rows[failing_key]["status"] == "finished" and rows[failing_key]["attempts"] == "3"
+    assert len(attempts_of(healthy)) == 2  # the finished trial did not run again
+    again = children_of(folder)
+    assert set(again) == set(rows) and again[failing_key].info.run_id == run.info.run_id
+    assert again[failing_key].info.status == "FINISHED" and again[failing_key].data.tags["status"] == "finished"
+    assert "error" not in again[failing_key].data.tags
+
 
 def uploaded(trial: Path) -> bool:
     marker = trial / "mlflow.json"
@@ -116,13 +129,15 @@ def test_tracking_server_down_mid_sweep_then_sync_uploads_each_trial_once(plante
     args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--tracking-uri", mlflow_server.uri,
                               "--set", 'hypotheses.causal_models=["planted"]', "--set", "controls.top_k=0",
                               "--set", "train.max_steps=150")
-    driver = cli_process(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "driver.log"
+    driver = cli_process(args, log)
     try:
-        wait_for(lambda: any(uploaded(t) for t in folder.glob("trials/*")), 300, "the first trial uploaded")
+        wait_for(lambda: any(uploaded(t) for t in folder.glob("trials/*")), 300, "the first trial uploaded", log)
         mlflow_server.stop()
-        output, _ = driver.communicate(timeout=400)
+        driver.wait(timeout=400)
     finally:
         kill_group(driver.pid)
+    output = log.read_text()
     assert driver.returncode == 0, output[-3000:]
     assert f"MLflow at {mlflow_server.uri} stopped answering" in output and f"align-search sync {folder}" in output
     rows = rows_of(folder)

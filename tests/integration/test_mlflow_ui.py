@@ -100,12 +100,12 @@ def test_ui_serves_on_localhost_only(tmp_path):
     folder.path.mkdir()
     folder.write_config(default_config())
     port = free_port()
-    ui = cli_process(["ui", str(folder.path), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                     text=True)
+    log = tmp_path / "ui.log"
+    ui = cli_process(["ui", str(folder.path), "--port", str(port)], log)
     try:
-        assert ui.stdout is not None
-        assert ui.stdout.readline().strip() == (f"MLflow UI: http://127.0.0.1:{port}/#/experiments/0/runs "
-                                                "(Ctrl-C to stop)")
+        wait_for(lambda: "MLflow UI: " in log.read_text(), 120, "the UI's announcement", log)
+        announced = next(line for line in log.read_text().splitlines() if line.startswith("MLflow UI: "))
+        assert announced == f"MLflow UI: http://127.0.0.1:{port}/#/experiments/0/runs (Ctrl-C to stop)"
         wait_for(lambda: listening(port), 180, f"the UI listening on port {port}")
         assert listening(port) == {"127.0.0.1"}
     finally:

@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -91,8 +90,7 @@ def test_killed_driver_resumes_to_the_report_of_an_uninterrupted_sweep(planted_m
     settings = ["--scheduler", "fifo", "--set", 'hypotheses.causal_models=["planted"]',
                 "--set", "hypotheses.seeds=[0, 1]", "--set", "controls.top_k=0", "--set", "train.max_steps=120"]
     folder = tmp_path / "killed"
-    driver = cli_process(planted_sweep_args(planted_model, folder, *settings, "--set", "resources.concurrency=1"),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = cli_process(planted_sweep_args(planted_model, folder, *settings, "--set", "resources.concurrency=1"))
     try:
         wait_for(lambda: len(list(folder.glob("trials/*/summary.json"))) >= 3, 300, "three finished trials")
         finished_before = {p: p.stat().st_mtime_ns for p in folder.glob("trials/*/summary.json")}

@@ -91,7 +91,7 @@ def data(args: argparse.Namespace) -> str:
         raise ConfigError(f"--n must be > 0, got {args.n}")
     pair_set = sample_pairs(model, variables, args.n, args.seed, balance_labels=not args.no_balance,
                             max_unchanged=args.max_unchanged)
-    save_pairs(pair_set, task.template(args.template), task.name, args.out)
+    save_pairs(pair_set, task.template(args.template), task.name, _output_folder(args.out, "--out"))
     stats = pair_set.stats
     return (f"wrote {len(pair_set)} pairs to {args.out}/pairs.jsonl (and dataset/, stats.json): "
             f"labels {stats.label_shares}, unchanged {stats.unchanged_share}")
@@ -132,9 +132,16 @@ def align(args: argparse.Namespace) -> dict[str, Any]:
                         n_test=args.n_test_examples, seed=args.seed, template=args.template),
     )
     _check_before_loading(config)
-    summary = run_trial(config, args.output_dir)
+    summary = run_trial(config, _output_folder(args.output_dir, "--output-dir"))
     keys = ("hypothesis", "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "boundary_widths")
     return {key: summary[key] for key in keys}
+
+
+def _output_folder(path: str, flag: str) -> Path:
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag} must be a folder, got {path!r}, which is a file. Choose another {flag}")
+    return folder
 
 
 def _check_before_loading(config: Any) -> None:

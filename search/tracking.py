@@ -76,11 +76,6 @@ class Tracker:
     def check(self) -> None:
         check_tracking(self.uri, self.client)
 
-    def pending(self) -> int:
-        """Trials with results in the sweep folder that this store does not have in full yet."""
-        return sum(1 for spec in self.folder.read_trials() if self.folder.trial_dir(spec.key).is_dir()
-                   and not _uploaded(_read_marker(self.folder.trial_dir(spec.key)), self.uri))
-
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:

@@ -27,6 +27,9 @@ def test_out_that_is_a_file(tiny_planted, tmp_path, capsys):
     assert target.read_text() == "not a folder"
     line = user_error(capsys, sweep_args(tiny_planted, target / "sweep"))
     assert "must be writable, got Not a directory" in line
+    assert "--output-dir must be a folder, got" in user_error(capsys, align_args(tiny_planted, target))
+    assert "--out must be a folder, got" in user_error(capsys, ["data", "price_tagging", "--out", target])
+    assert target.read_text() == "not a folder"
 
 
 @contextlib.contextmanager

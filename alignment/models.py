@@ -1,7 +1,8 @@
 """Loading the model to align: a Hugging Face folder or a GGUF file, frozen, with clear errors.
 
-Models load with `trust_remote_code=False` unless asked, and weights come from safetensors
-(or torch files read with `weights_only=True` by transformers). A GGUF file is dequantized
+Models load with `trust_remote_code=False` unless asked, and weights come only from
+safetensors (never a pickled `pytorch_model.bin`); a folder whose model type only its own
+Python files define is refused unless --trust-remote-code is given. A GGUF file is dequantized
 by transformers (it needs the `gguf` and `accelerate` packages, the `[gguf]` extra), which
 takes 30-60 s for SmolLM2-135M; `convert_gguf` saves the result once as a plain float32
 folder so later loads take under a second. The real model align-search knows how to find
@@ -47,11 +48,13 @@ def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = F
     """Load a frozen causal LM (eval mode, no gradients) and its fast tokenizer."""
     from transformers import AutoModelForCausalLM
 
+    model_config(path, trust_remote_code)  # a clear error for a folder that is not a causal LM, before loading
     folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
     tokenizer = load_tokenizer(path, trust_remote_code)
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.bfloat16 if bf16 else torch.float32, **kwargs)
+            folder, dtype=torch.bfloat16 if bf16 else torch.float32, use_safetensors="gguf_file" not in kwargs,
+            **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(path, error) from None
     model.eval().requires_grad_(False)
@@ -76,12 +79,42 @@ def model_config(path: str | Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
     folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    if "gguf_file" not in kwargs:
+        return read_model_config(folder, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(path, error) from None
     if hasattr(config, "quantization_config"):  # GGUF weights are dequantized on load
         del config.quantization_config
+    return config
+
+
+def read_model_config(folder: str | Path, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a model folder, checked to be a causal LM; runs no code from the folder."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        raw = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"model folder {str(folder)!r} must have a readable config.json, got {error}") from None
+    if raw.get("auto_map") and raw.get("model_type") not in CONFIG_MAPPING_NAMES and not trust_remote_code:
+        raise ModelLoadError(f"model folder {str(folder)!r} must be a model transformers knows without running the "
+                             f"folder's own code, got model type {raw.get('model_type')!r} defined by its Python "
+                             f"files (auto_map). Read them, and pass --trust-remote-code (trust_remote_code) only "
+                             f"if you trust them")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"model folder {str(folder)!r} must have a config.json transformers can read: "
+                             f"{first[:300]}") from None
+    auto_map = getattr(config, "auto_map", None) or {}
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and "AutoModelForCausalLM" not in auto_map:
+        raise ModelLoadError(f"model folder {str(folder)!r} must hold a causal language model, got model type "
+                             f"{config.model_type!r}, which transformers has no causal LM head for")
     return config
 
 
@@ -97,7 +130,7 @@ def is_gguf(path: str | Path) -> bool:
 
 def _from_pretrained_args(path: Path, trust_remote_code: bool) -> tuple[str, dict[str, Any]]:
     """(folder, keyword arguments) for transformers' from_pretrained."""
-    folder, gguf_file = _locate(path)
+    folder, gguf_file = locate_model(path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -110,7 +143,8 @@ def _load_error(path: str | Path, error: Exception) -> ModelLoadError:
                           f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
 
-def _locate(path: Path) -> tuple[str, str | None]:
+def locate_model(path: Path) -> tuple[str, str | None]:
+    """(folder, GGUF file name or None) of a model path; ModelLoadError when it cannot be a model."""
     if not path.exists():
         raise ModelLoadError(f"model path must exist, got {str(path)!r}. Train one with "
                              f"`align-search train-model TASK --out DIR` or pass a Hugging Face folder or .gguf file")
@@ -122,8 +156,11 @@ def _locate(path: Path) -> tuple[str, str | None]:
         return str(path.parent), path.name
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"model folder {str(path)!r} is incomplete: it has no config.json")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise ModelLoadError(f"model folder {str(path)!r} is incomplete: it has no weights (*.safetensors)")
+    if not any(path.glob("*.safetensors")):
+        found = sorted(p.name for p in path.glob("*.bin"))
+        what = f"only {', '.join(found)}, which would have to be unpickled" if found else "no weights"
+        raise ModelLoadError(f"model folder {str(path)!r} must hold its weights as *.safetensors, got {what}. "
+                             f"Re-save it with save_pretrained(), which writes safetensors")
     return str(path), None
 
 

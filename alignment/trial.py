@@ -125,8 +125,16 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows written after `step` (they will be written again by the resumed run)."""
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        rows = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
         atomic_write_text(path, "".join(f"{row}\n" for row in rows))
+
+
+def _step_of(line: str) -> float:
+    """A metrics row's step; infinity for a line torn by a crash or a full disk (it is dropped)."""
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError):
+        return float("inf")
 
 
 def _interchange(config: TrialConfig, loaded: LoadedModel, data: TrialData, cache_dir: str | None) -> Interchange:

@@ -113,9 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         output = commands.run(args, announce=lambda line: print(line, flush=True))
     except Exception as error:
-        if not isinstance(error, commands.user_errors()):
+        message = commands.user_message(error)
+        if message is None:
             raise
-        print(f"align-search: error: {error}", file=sys.stderr)
+        print(f"align-search: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("align-search: interrupted", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, UnknownNameError, CausalModelError, SamplingError, TemplateError, ModelLoadError,
             InterventionMismatch, PositionError, SiteError, TrackingUnreachable, ClusterAddressError,
             ClusterConnectError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+# Errors only a write can give, which mean the disk, not a bug: full, over a size limit or quota, read-only.
+# (A PermissionError, from a read or a write, is a user error of its own and names its file.)
+WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file would pass the size limit",
+                errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the file system is read-only"}
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one line the CLI prints for a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+        what = repr(error.filename) if error.filename else "an output file"
+        return (f"{what} must be writable, got {errno.errorcode[error.errno]} ({WRITE_ERRORS[error.errno]}). "
+                f"Free some space or choose another output folder; files written before are left as they were")
+    if isinstance(error, user_errors()):
+        return str(error)
+    return None
 
 
 def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
@@ -76,7 +94,7 @@ def data(args: argparse.Namespace) -> str:
         raise ConfigError(f"--n must be > 0, got {args.n}")
     pair_set = sample_pairs(model, variables, args.n, args.seed, balance_labels=not args.no_balance,
                             max_unchanged=args.max_unchanged)
-    save_pairs(pair_set, task.template(args.template), task.name, args.out)
+    save_pairs(pair_set, task.template(args.template), task.name, _output_folder(args.out, "--out"))
     stats = pair_set.stats
     return (f"wrote {len(pair_set)} pairs to {args.out}/pairs.jsonl (and dataset/, stats.json): "
             f"labels {stats.label_shares}, unchanged {stats.unchanged_share}")
@@ -117,7 +135,8 @@ def align(args: argparse.Namespace) -> dict[str, Any]:
         data=DataConfig(n_train=args.n_training_examples, n_dev=args.n_eval_examples,
                         n_test=args.n_test_examples, seed=args.seed, template=args.template),
     )
-    summary = run_trial(config, args.output_dir)
+    _check_before_loading(config)
+    summary = run_trial(config, _output_folder(args.output_dir, "--output-dir"))
     keys = ("hypothesis", "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "boundary_widths")
     return {key: summary[key] for key in keys}
 
@@ -129,6 +148,24 @@ def cluster_command(args: argparse.Namespace) -> Any:
     with connected(args.address):
         status = cluster_status()
     return status.to_dict() if args.json else format_status(status)
+
+
+def _output_folder(path: str, flag: str) -> Path:
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag} must be a folder, got {path!r}, which is a file. Choose another {flag}")
+    return folder
+
+
+def _check_before_loading(config: Any) -> None:
+    """Names and sizes that would otherwise fail after the model loads, or deep inside the trial."""
+    from search.prepare import check_width, model_facts
+    causal_model = get_task(config.task).causal_model(config.causal_model)
+    for name in config.variables:
+        causal_model.variable(name)
+    if config.intervention.kind in ("das", "low_rank") and not Path(config.model_path).is_file():
+        check_width(config.intervention.kind, config.intervention.subspace_dim,
+                    len(config.variables or causal_model.default_variables), model_facts(config.model_path).hidden_size)
 
 
 def _das_config(model_path: Path) -> tuple[int | None, str | None]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from causal_models import get_task
 from search.config import SweepConfig
-from search.folder import SweepFolder, TrialSpec
+from search.folder import SweepFolder, TrialSpec, replacing
 
 log = logging.getLogger(__name__)
 CONTROL_KINDS = ("random_rotation", "random_model", "full_swap")
@@ -80,16 +80,18 @@ def make_random_model(config: SweepConfig, folder: SweepFolder) -> Path:
     source = Path(resolve_model_path(config))
     torch.manual_seed(config.data.seed)
     model = AutoModelForCausalLM.from_config(model_config(source), dtype=torch.float32)
-    model.save_pretrained(target)
-    if is_gguf(source):
-        load_tokenizer(source).save_pretrained(target)
-        return target
-    for name in source.iterdir():
-        if name.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "align_search")):
-            shutil.copy(name, target / name.name)
-    meta = target / "align_search.json"
-    if meta.is_file():
-        data = json.loads(meta.read_text())
-        data.update(accuracy=None, random_init_of=str(source))
-        meta.write_text(json.dumps(data, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)  # what an interrupted older save left
+    with replacing(target) as temporary:  # the folder appears whole or not at all
+        model.save_pretrained(temporary)
+        if is_gguf(source):
+            load_tokenizer(source).save_pretrained(temporary)
+            return target
+        for name in source.iterdir():
+            if name.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "align_search")):
+                shutil.copy(name, temporary / name.name)
+        meta = temporary / "align_search.json"
+        if meta.is_file():
+            data = json.loads(meta.read_text())
+            data.update(accuracy=None, random_init_of=str(source))
+            meta.write_text(json.dumps(data, indent=2) + "\n")
     return target

@@ -7,7 +7,8 @@
       data/<name>/        counterfactual pairs per causal model and variables (HF datasets), built once
       data/prompts.json   every prompt of every trial: one shared prompt table, one cache per layer
       cache/              hidden states per layer (memory-mapped .npy, shared by trials)
-      trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json
+      trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json,
+                          checkpoint/, attempts.jsonl (one line per attempt: pid, node, step it resumed from)
       ray/                Ray Tune's experiment state (for --resume)
       mlflow.db           the default MLflow store; mlartifacts/ its artifacts
       results.csv, heatmap_<causal model>.png, report.md
@@ -18,8 +19,13 @@ shared storage (NFS, EFS, a mounted bucket); see docs/cluster.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +69,36 @@ class TrialSpec:
 def folder_name(key: str) -> str:
     """A trial key as a portable folder name."""
     return re.sub(r"[^A-Za-z0-9_.+@=#~-]", "_", key.replace("<-", "_from_").replace(":", "."))
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; it replaces `path` only if the block succeeds.
+
+    For files written by other libraries (matplotlib, datasets): a crash or a full disk leaves
+    the previous file intact instead of a truncated one.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; a line torn by a crash or a full disk is skipped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                row = json.loads(line)
+                if isinstance(row, dict):
+                    rows.append(row)
+    return rows
 
 
 def data_name(causal_model: str, variables: tuple[str, ...]) -> str:
@@ -136,3 +172,21 @@ class SweepFolder:
 
     def write_status(self, key: str, **values: Any) -> None:
         atomic_write_text(self.trial_dir(key) / "status.json", json.dumps(values, indent=2) + "\n")
+
+    def reopen_failed(self) -> list[str]:
+        """Forget which trials failed (not their checkpoints or attempts), so that they run again."""
+        keys = [spec.key for spec in self.read_trials() if (self.status(spec.key) or {}).get("status") == "failed"]
+        for key in keys:
+            (self.trial_dir(key) / "status.json").unlink()
+        return keys
+
+    def record_attempt(self, key: str, **values: Any) -> None:
+        """Append one line to the trial's attempts.jsonl (each start or retry of the trial)."""
+        directory = self.trial_dir(key)
+        directory.mkdir(parents=True, exist_ok=True)
+        row = {"attempt": len(self.attempts(key)) + 1, "time": round(time.time(), 3), **values}
+        with open(directory / "attempts.jsonl", "a") as out:
+            out.write(json.dumps(row) + "\n")
+
+    def attempts(self, key: str) -> list[dict[str, Any]]:
+        return read_jsonl(self.trial_dir(key) / "attempts.jsonl")

@@ -12,6 +12,7 @@ model, full swap; `search/controls.py`).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import statistics
@@ -19,13 +20,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from alignment.persistence import atomic_write_text
 from causal_models import get_task
-from search.folder import SweepFolder, TrialSpec
+from search.folder import SweepFolder, TrialSpec, read_jsonl, replacing
 
 NEAR_TASK = 0.05
 COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "position", "intervention", "seed", "role",
            "phase", "target", "status", "stop_reason", "stopped_at_step", "score", "prealign_accuracy", "best_dev_iia",
-           "test_iia", "test_iia_full_vocab", "test_unchanged_share", "boundary_widths", "node_id", "seconds")
+           "test_iia", "test_iia_full_vocab", "test_unchanged_share", "boundary_widths", "node_id", "seconds",
+           "attempts")
 
 
 def trial_rows(folder: SweepFolder) -> list[dict[str, Any]]:
@@ -34,6 +37,7 @@ def trial_rows(folder: SweepFolder) -> list[dict[str, Any]]:
     for spec in folder.read_trials():
         summary, status = folder.summary(spec.key), folder.status(spec.key) or {}
         row = _row(spec, summary, status)
+        row["attempts"] = len(folder.attempts(spec.key))
         if row.get("prealign_accuracy") is None:
             row["prealign_accuracy"] = _prealign(folder.trial_dir(spec.key) / "metrics.jsonl")
         rows.append(row)
@@ -42,11 +46,8 @@ def trial_rows(folder: SweepFolder) -> list[dict[str, Any]]:
 
 def _prealign(path: Path) -> float | None:
     """A stopped trial's task accuracy, from the first row of its metrics."""
-    if not path.is_file():
-        return None
-    with open(path) as lines:
-        first = lines.readline()
-    return json.loads(first).get("prealign_accuracy") if first.strip() else None
+    rows = read_jsonl(path)
+    return rows[0].get("prealign_accuracy") if rows else None
 
 
 def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +159,8 @@ def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
         figure.tight_layout()
         suffix = f"__{intervention}" if len(interventions) > 1 else ""
         path = folder.path / f"heatmap_{causal_model}{suffix}.png"
-        figure.savefig(path, dpi=110)
+        with replacing(path) as temporary:
+            figure.savefig(temporary, dpi=110, format="png")
         plt.close(figure)
         files.append(path)
     return files
@@ -176,10 +178,11 @@ def _ordered_positions(folder: SweepFolder, entries: list[dict[str, Any]]) -> li
 def write_report(folder: SweepFolder) -> dict[str, Any]:
     """Write results.csv, heatmaps and report.json/report.md; return what the CLI and MLflow need."""
     rows = trial_rows(folder)
-    with open(folder.path / "results.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder.path / "results.csv", table.getvalue())
     ranked = aggregate(rows)
     verdict = verdicts(folder, ranked, rows)
     images = heatmaps(folder, ranked)
@@ -187,11 +190,11 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
     summary = {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
                "stopped_early": [{"key": r["key"], "step": r["stopped_at_step"], "reason": r["stop_reason"]}
                                  for r in stopped],
-               "diverged": [r["key"] for r in rows if r["status"] == "diverged"],
+               "diverged": [{"key": r["key"], "error": r["stop_reason"]} for r in rows if r["status"] == "diverged"],
                "failed": [{"key": r["key"], "error": r["stop_reason"]} for r in rows if r["status"] == "failed"],
                "ranking": ranked[:20], "verdict": verdict}
-    (folder.path / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder.path / "report.md").write_text(_markdown(summary))
+    atomic_write_text(folder.path / "report.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(folder.path / "report.md", _markdown(summary))
     files = [folder.path / "results.csv", folder.path / "report.md", *images]
     metrics = {f"best_iia.{name}": v["iia"] for name, v in verdict["causal_models"].items()}
     metrics.update({f"best_iia.{name}": value for name, value in verdict["controls"].items()})
@@ -221,6 +224,10 @@ def _markdown(summary: dict[str, Any]) -> str:
               f"{len(summary['stopped_early'])}, diverged {len(summary['diverged'])}, failed {len(summary['failed'])}.",
               "", "## Ranking", "", "| hypothesis | IIA mean | sd | seeds |", "|---|---|---|---|"]
     lines += [f"| `{r['hypothesis']}` | {r['mean']:.3f} | {r['sd']:.3f} | {r['seeds']} |" for r in summary["ranking"]]
+    broken = [("diverged", d) for d in summary["diverged"]] + [("failed", f) for f in summary["failed"]]
+    if broken:
+        lines += ["", "## Diverged or failed", "", "| trial | status | error |", "|---|---|---|"]
+        lines += [f"| `{b['key']}` | {state} | {str(b['error']).replace('|', '/')} |" for state, b in broken]
     if summary["stopped_early"]:
         lines += ["", "## Stopped early", "", "| trial | step | reason |", "|---|---|---|"]
         lines += [f"| `{s['key']}` | {s['step']} | {s['reason']} |" for s in summary["stopped_early"]]

@@ -12,7 +12,8 @@
 
 `--resume DIR` starts Tune again over the same trial list: finished trials stay finished (a
 trial with a summary in its folder reports it and returns), interrupted ones continue from
-the checkpoint in their folder, and the MLflow parent run and child runs are reused. Tune's
+the checkpoint in their folder, failed ones get another try (say, once the disk has room
+again), and the MLflow parent run and child runs are reused. Tune's
 own restore is not used: it unpickles `tuner.pkl` from the sweep folder, and nothing from a
 sweep folder is ever unpickled.
 """
@@ -30,8 +31,8 @@ from alignment.config_io import ConfigError, to_dict
 from search.config import SweepConfig
 from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
-from search.prepare import build_data, model_facts, plan_trials, resolve_model_path, template_name
-from search.tracking import Tracker, default_uri, is_local
+from search.prepare import build_data, check_grid, check_positions, model_facts, resolve_model_path, template_name
+from search.tracking import Tracker, check_tracking, default_uri, is_local
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "tune"
@@ -43,6 +44,15 @@ class SweepResult:
     trials: int
     report: dict[str, Any]
     seconds: float
+    tracking_lost: str | None = None  # the MLflow URI that stopped answering, if it did
+
+
+def check_sweep(config: SweepConfig) -> None:
+    """Everything that can be checked before the sweep folder is made: MLflow, model, grid. Writes nothing."""
+    if config.tracking.uri and not is_local(config.tracking.uri):
+        check_tracking(config.tracking.uri)
+    facts = model_facts(resolve_model_path(config))
+    check_grid(config, facts, template_name(config, facts.meta))
 
 
 def new_folder(config: SweepConfig) -> SweepFolder:
@@ -59,32 +69,35 @@ def new_folder(config: SweepConfig) -> SweepFolder:
 
 
 def _check_writable(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"sweep folder must be a directory, got {str(path)!r}, which is a file. Choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise PermissionError(f"sweep folder {str(path)!r} must be writable: {error.strerror}") from None
+        raise PermissionError(f"sweep folder {str(path)!r} must be writable, got {error.strerror or error} "
+                              f"({error.filename or path}). Choose another --out") from None
 
 
 def prepare_sweep(config: SweepConfig, folder: SweepFolder) -> list[TrialSpec]:
-    """Write the config, plan the trials and build the data (idempotent: a resume reuses them)."""
+    """Write the config, plan the trials, build the data and check it against the tokenizer (idempotent)."""
     model_path = resolve_model_path(config)
-    n_layers, meta = model_facts(model_path)
-    template = template_name(config, meta)
-    specs = folder.read_trials() or plan_trials(config, n_layers, template)
+    facts = model_facts(model_path)
+    template = template_name(config, facts.meta)
+    specs = folder.read_trials() or check_grid(config, facts, template)
     folder.write_config(config)
     folder.write_trials(specs)
     build_data(folder, config, specs, template)
+    check_positions(folder, specs, model_path)
     return specs
 
 
 def tracker_for(config: SweepConfig, folder: SweepFolder) -> Tracker:
     uri = config.tracking.uri or default_uri(folder)
     tracker = Tracker(folder, uri, config.tracking.experiment)
-    if not is_local(uri):
-        tracker.check()
+    tracker.check()
     return tracker
 
 
@@ -93,9 +106,10 @@ def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
     from search.report import write_report
 
     started = time.perf_counter()
-    tracker = tracker_for(config, folder)  # fails in one line, before any work, when unreachable
     specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
+    tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
     tracker.start_parent(to_dict(config))
+    tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
     _run_tune(config, folder, specs, tracker, "grid", config.scheduler.kind)
     controls = plan_controls(config, folder)
     if controls:
@@ -103,7 +117,8 @@ def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
     _upload_missing(folder, tracker)
     report = write_report(folder)
     tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
-    return SweepResult(folder.path, len(specs), report, time.perf_counter() - started)
+    return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
+                       None if tracker.available else tracker.uri)
 
 
 def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:

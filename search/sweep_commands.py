@@ -69,15 +69,20 @@ def _differences(stored: dict[str, Any], asked: dict[str, Any], prefix: str = ""
 
 
 def sweep(args: argparse.Namespace) -> str:
-    from search.sweep import new_folder, run_sweep
+    from search.sweep import check_sweep, new_folder, run_sweep
 
     config, folder = resolve_sweep_config(args)
     if args.print_config:
         return to_toml(config).rstrip()
+    check_sweep(config)  # bad input fails here, in one line, before the sweep folder exists
     folder = folder or new_folder(config)
     started = time.perf_counter()
     result = run_sweep(config, folder)
-    return _closing_lines(folder, result.report, time.perf_counter() - started)
+    lines = _closing_lines(folder, result.report, time.perf_counter() - started)
+    if result.tracking_lost:
+        lines += (f"\nMLflow at {result.tracking_lost} stopped answering during the sweep; every result is in "
+                  f"{folder.path}. Upload what is missing with `align-search sync {folder.path}` once it is back")
+    return lines
 
 
 def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) -> str:

@@ -5,7 +5,10 @@ trials report, then, when a trial ends, its params, metric history, final metric
 the trained intervention. Logging from the driver (in batches) keeps trials independent of
 the tracking server: if it goes down mid-sweep, trials keep training, the failed uploads are
 left for `align-search sync DIR` (or the next resume), and a marker in each trial folder
-(`mlflow.json`) makes every upload happen once.
+(`mlflow.json`: run id, store, uploaded or not) makes every upload happen once. Uploading
+again never duplicates: a trial's child run is found again (marker, else its `trial_key`
+tag), and its metrics carry timestamps derived from the run's start and the step, so a
+re-logged point is the same point, which the store keeps once.
 
 The default store is a SQLite file in the sweep folder, so a fresh machine needs no server.
 """
@@ -19,17 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from alignment.persistence import atomic_write_text
-from search.folder import SweepFolder, TrialSpec
+from search.folder import SweepFolder, TrialSpec, read_jsonl
 
 log = logging.getLogger(__name__)
 MARKER = "mlflow.json"
 
 
 class TrackingUnreachable(RuntimeError):
-    """The MLflow tracking server cannot be reached."""
+    """The MLflow tracking server cannot be reached (or its local store cannot be written)."""
 
 
 def default_uri(folder: SweepFolder) -> str:
@@ -40,26 +44,37 @@ def is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def client_for(uri: str) -> MlflowClient:
+    if not is_local(uri):  # fail fast, never retry for minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_tracking(uri: str, client: MlflowClient | None = None) -> None:
+    """Raise TrackingUnreachable (one line, naming the URI) unless the store answers."""
+    try:
+        (client or client_for(uri)).search_experiments(max_results=1)
+    except Exception as error:  # any transport or storage error means the same to the user
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if is_local(uri):
+            raise TrackingUnreachable(f"MLflow store {uri} must be writable, got: {first[:160]}. "
+                                      f"Free some space or choose another --out") from None
+        raise TrackingUnreachable(f"MLflow tracking server {uri} must be reachable, got: {first[:160]}. "
+                                  f"Start it, or drop --tracking-uri to log into the sweep folder") from None
+
+
 class Tracker:
     """The sweep's MLflow experiment and parent run; every call survives an unreachable server."""
 
     def __init__(self, folder: SweepFolder, uri: str, experiment: str):
         self.folder, self.uri, self.experiment = folder, uri, experiment
-        if not is_local(uri):  # fail fast, never retry for minutes
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client_for(uri)
         self.available = True
-        self.live: dict[str, str] = {}
+        self.live: dict[str, tuple[str, int]] = {}  # trial key -> (child run id, its start in ms)
 
     def check(self) -> None:
-        """Raise TrackingUnreachable (one line, naming the URI) unless the store answers."""
-        try:
-            self.client.search_experiments(max_results=1)
-        except Exception as error:  # any transport error means the same to the user
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TrackingUnreachable(f"MLflow tracking server {self.uri} is unreachable ({first[:160]}). "
-                                      f"Start it, or drop --tracking-uri to log into the sweep folder") from None
+        check_tracking(self.uri, self.client)
 
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -84,18 +99,31 @@ class Tracker:
                                  experiment_id=run.info.experiment_id)
         return str(run.info.run_id)
 
+    def reopen(self, keys: list[str]) -> None:
+        """Trials that run again after failing: upload them again, into the same child run, without the old error."""
+        for key in keys:
+            marker = _read_marker(self.folder.trial_dir(key))
+            if marker.get("run_id") and marker.get("uri", self.uri) == self.uri:
+                _write_marker(self.folder.trial_dir(key), run_id=marker["run_id"], uri=self.uri, uploaded=False)
+                self._safely(lambda run_id=marker["run_id"]: self._drop_tag(run_id, "error"))
+
+    def _drop_tag(self, run_id: str, tag: str) -> bool:
+        if tag in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, tag)
+        return True
+
     def log_live(self, key: str, result: dict[str, Any]) -> None:
         """Dev IIA of a trial as it reports (best effort)."""
         if not self.available or "dev_iia" not in result:
             return
+        step = int(result.get("step", 0))
         self._safely(lambda: self.client.log_batch(self._run_for(key), metrics=[
-            Metric("dev_iia", float(result["dev_iia"]), _now(), int(result.get("step", 0)))]))
+            Metric("dev_iia", float(result["dev_iia"]), self._stamp(key, step), step)]))
 
     def upload_trial(self, spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> bool:
         """Mirror a finished (or stopped, diverged, failed) trial into its child run, once."""
         directory = self.folder.trial_dir(spec.key)
-        marker = _read_marker(directory)
-        if marker.get("uploaded"):
+        if _uploaded(_read_marker(directory), self.uri):
             return True
         return self._safely(lambda: self._upload(spec, directory, extra_tags or {}))
 
@@ -103,36 +131,61 @@ class Tracker:
         run_id = self._run_for(spec.key, spec)
         summary = _read_json(directory / "summary.json")
         status = _read_json(directory / "status.json")
-        metrics = _history(directory / "metrics.jsonl") + [
-            Metric(k, float(summary[k]), _now(), int(summary.get("steps", 0)))
-            for k in ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab") if k in summary]
+        steps = int(summary.get("steps", 0))
+        metrics = [Metric(key, value, self._stamp(spec.key, step), step)
+                   for key, value, step in _history(directory / "metrics.jsonl")]
+        metrics += [Metric(k, float(summary[k]), self._stamp(spec.key, steps), steps)
+                    for k in ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab") if k in summary]
         for start in range(0, len(metrics), 900):
             self.client.log_batch(run_id, metrics=metrics[start:start + 900])
-        self.client.log_batch(run_id, params=_params(spec, summary), tags=[
-            RunTag(k, str(v)) for k, v in {**_status_tags(summary, status), **extra_tags}.items()])
-        for name in ("summary.json", "status.json", "config.json"):
+        tags = {**_status_tags(summary, status), "attempts": str(len(self.folder.attempts(spec.key))), **extra_tags}
+        self.client.log_batch(run_id, params=_params(spec, summary), tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        for name in ("summary.json", "status.json", "config.json", "attempts.jsonl"):
             if (directory / name).is_file():
                 self.client.log_artifact(run_id, str(directory / name))
         if (directory / "intervention").is_dir():
             self.client.log_artifacts(run_id, str(directory / "intervention"), "intervention")
         final = "FINISHED" if summary or status.get("status") in ("stopped_early", "diverged") else "FAILED"
         self.client.set_terminated(run_id, final)
-        _write_marker(directory, run_id=run_id, uploaded=True)
+        _write_marker(directory, run_id=run_id, uri=self.uri, uploaded=True)
         return True
 
     def _run_for(self, key: str, spec: TrialSpec | None = None) -> str:
-        directory = self.folder.trial_dir(key)
-        run_id = self.live.get(key) or _read_marker(directory).get("run_id")
-        if run_id is None:
-            spec = spec or self.folder.trial(key)
-            parent = self.folder.read_state()["parent_run_id"]
-            run = self.client.create_run(self.folder.read_state()["experiment_id"], run_name=key, tags={
-                "mlflow.parentRunId": parent, "trial_key": key, "hypothesis": spec.hypothesis.id,
-                "role": spec.role, "phase": spec.phase})
-            run_id = run.info.run_id
-            _write_marker(directory, run_id=run_id, uploaded=False)
-        self.live[key] = run_id
-        return str(run_id)
+        """The trial's child run: the one it already has in this store, else a new one."""
+        if key not in self.live:
+            directory = self.folder.trial_dir(key)
+            marker = _read_marker(directory)
+            known = marker.get("run_id") if marker.get("uri", self.uri) == self.uri else None
+            run = self._existing_run(key, known) or self._create_run(key, spec or self.folder.trial(key))
+            self.live[key] = (run.info.run_id, int(run.info.start_time))
+            if known != run.info.run_id:
+                _write_marker(directory, run_id=run.info.run_id, uri=self.uri, uploaded=False)
+        return self.live[key][0]
+
+    def _existing_run(self, key: str, run_id: str | None) -> Any:
+        state = self.folder.read_state()
+        if run_id:
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        if "'" in key:
+            return None
+        runs = self.client.search_runs([state["experiment_id"]], filter_string=f"tags.trial_key = '{key}'")
+        mine = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == state["parent_run_id"]]
+        return mine[0] if mine else None
+
+    def _create_run(self, key: str, spec: TrialSpec) -> Any:
+        state = self.folder.read_state()
+        return self.client.create_run(state["experiment_id"], run_name=key, tags={
+            "mlflow.parentRunId": state["parent_run_id"], "trial_key": key, "hypothesis": spec.hypothesis.id,
+            "role": spec.role, "phase": spec.phase})
+
+    def _stamp(self, key: str, step: int) -> int:
+        """A metric's timestamp: the run's start plus the step, the same every time it is logged."""
+        self._run_for(key)
+        return self.live[key][1] + step
 
     def finish_parent(self, metrics: dict[str, float], tags: dict[str, str], artifacts: list[Path],
                       status: str = "FINISHED") -> None:
@@ -182,24 +235,26 @@ def _read_marker(directory: Path) -> dict[str, Any]:
     return _read_json(directory / MARKER)
 
 
+def _uploaded(marker: dict[str, Any], uri: str) -> bool:
+    return bool(marker.get("uploaded")) and marker.get("uri", uri) == uri
+
+
 def _write_marker(directory: Path, **values: Any) -> None:
     atomic_write_text(directory / MARKER, json.dumps(values) + "\n")
 
 
-def _history(path: Path) -> list[Metric]:
-    metrics: list[Metric] = []
-    if not path.is_file():
-        return metrics
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+def _history(path: Path) -> list[tuple[str, float, int]]:
+    """(metric, value, step) of every number in metrics.jsonl; the latest row wins a repeated step."""
+    points: dict[tuple[str, int], float] = {}
+    for row in read_jsonl(path):
         step = int(row.get("step", 0))
         for key, value in row.items():
             if key in ("step", "widths") or isinstance(value, (list, dict, str)) or value is None:
                 continue
-            metrics.append(Metric(key, float(value), _now(), step))
+            points[(key, step)] = float(value)
         for index, width in enumerate(row.get("widths") or []):
-            metrics.append(Metric(f"width_{index}", float(width), _now(), step))
-    return metrics
+            points[(f"width_{index}", step)] = float(width)
+    return [(key, value, step) for (key, step), value in points.items()]
 
 
 def _params(spec: TrialSpec, summary: dict[str, Any]) -> list[Param]:

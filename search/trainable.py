@@ -6,7 +6,8 @@ reports dev IIA to Tune after every evaluation, so ASHA can stop it. After every
 also writes a checkpoint into its trial folder (`search/checkpoint.py`), so a retried trial or
 a resumed sweep continues from there. A trial whose summary (or final status) already exists
 reports it and returns: a resumed sweep never re-runs finished work. A diverged trial (NaN
-loss) is recorded as such and ends normally, so it is neither retried nor fatal.
+loss) is recorded as such and ends normally, so it is neither retried nor fatal. Each start of
+a trial appends a line to its `attempts.jsonl`: process, node, and the step it resumed from.
 
 The loaded model is kept per worker process: with `reuse_actors`, a worker runs many trials
 and loads the model once. A sweep with `hypotheses.shard = N > 1` runs each trial as a Ray
@@ -55,6 +56,9 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     if done is not None:  # finished before an interruption: report it, do not re-run
         tune.report({**_final(done), **_node(), "iia": done.get("best_dev_iia", 0.0), "done": True})
         return
+    trial_dir = folder.trial_dir(key)
+    resume = read_checkpoint(trial_dir / "checkpoint")
+    folder.record_attempt(key, **_node(), resumed_from_step=resume.step if resume else 0)
     config = folder.read_config()
     spec = folder.trial(key)
     model_path = spec_model_path(folder, spec, config)
@@ -66,8 +70,6 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     trial = trial_config(config, spec, model_path, template)
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
-    trial_dir = folder.trial_dir(key)
-    resume = read_checkpoint(trial_dir / "checkpoint")
     try:
         if config.hypotheses.shard > 1:
             from cluster.sharded import run_sharded_trial

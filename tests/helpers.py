@@ -1,6 +1,8 @@
-"""Helpers shared by tests: tiny random models built in memory."""
+"""Helpers shared by tests: tiny random models built in memory, a free local port."""
 
 from __future__ import annotations
+
+import socket
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -18,3 +20,10 @@ def tiny_model(family: str, vocab_size: int, layers: int = 2, hidden: int = 32, 
                              max_position_embeddings=128, bos_token_id=2, eos_token_id=2, pad_token_id=0)
         model = LlamaForCausalLM(config)
     return model.eval().requires_grad_(False)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,18 +1,24 @@
-"""Fixtures for the slow tests: a planted-task model on disk, sweep configs, process cleanup."""
+"""Fixtures for the slow tests: a planted-task model on disk, sweep configs, processes and servers."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from alignment.taskmodels import TaskModelConfig, train_task_model
+from tests.helpers import free_port
 from tests.planted_task import planted_task
 
-PLANTED_FILE = Path(__file__).resolve().parents[1] / "planted_task.py"
+ROOT = Path(__file__).resolve().parents[2]
+PLANTED_FILE = ROOT / "tests" / "planted_task.py"
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +49,67 @@ def kill_group(pgid: int) -> None:
     """Kill every process of a process group this test started (never a broad name)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def cli_process(args: list[str], log: Path | None = None) -> subprocess.Popen:
+    """`align-search ARGS` in a process group of its own (its Ray processes join it), this checkout first.
+
+    Its output goes to `log` (a file, never a pipe nobody reads while it runs: a full pipe blocks it).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-c", "import sys; from search.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+    with open(log or os.devnull, "w") as out:
+        return subprocess.Popen(command, start_new_session=True, cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, seconds: float, what: str, log: Path | None = None) -> None:
+    """Poll `condition` until it holds; fail after `seconds`, showing the end of `log`."""
+    deadline = time.time() + seconds
+    while not condition():
+        tail = log.read_text()[-3000:] if log is not None and log.is_file() else ""
+        assert time.time() < deadline, f"{what} did not happen within {seconds} s\n{tail}"
+        time.sleep(0.3)
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 over a SQLite store, in its own process group (killed as a group)."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.port = directory, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--workers", "1", "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
+                   "--artifacts-destination", str(self.directory / "artifacts")]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(self.directory / "server.log", "a") as log:
+            self.process = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=self.directory, env=env)
+        wait_for(self.healthy, 180, f"mlflow server on port {self.port} answering")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, (
+            f"mlflow server exited: {(self.directory / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            kill_group(self.process.pid)
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path / "mlflow-server")
+    yield server
+    server.stop()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from search.cli import main
-from tests.integration.conftest import kill_group, planted_sweep_args
+from tests.integration.conftest import cli_process, kill_group, planted_sweep_args, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -75,33 +74,61 @@ def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
     assert not any(":last:" in key and "@L1" in key for key in stopped)  # the strong hypothesis runs to the end
 
 
-def test_killed_driver_resumes_without_rerunning_or_duplicating(planted_model, tmp_path):
+class _Trap:
+    """Unpickling this writes a marker file: proof that something unpickled a file of the sweep folder."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_killed_driver_resumes_to_the_report_of_an_uninterrupted_sweep(planted_model, tmp_path):
+    """kill -9 of the driver, then --resume: finished trials are not re-run, nothing is duplicated, no
+    pickle Tune left in the folder is loaded, and the report equals an uninterrupted sweep's (same seeds)."""
+    settings = ["--scheduler", "fifo", "--set", 'hypotheses.causal_models=["planted"]',
+                "--set", "hypotheses.seeds=[0, 1]", "--set", "controls.top_k=0", "--set", "train.max_steps=120"]
     folder = tmp_path / "killed"
-    args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--set", "hypotheses.seeds=[0, 1]",
-                              "--set", "controls.top_k=0",
-                              "--set", "train.max_steps=120", "--set", "resources.concurrency=1")
-    command = [sys.executable, "-c", "import sys; from search.cli import main; sys.exit(main(sys.argv[1:]))", *args]
-    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              cwd=Path(__file__).resolve().parents[2])
+    driver = cli_process(planted_sweep_args(planted_model, folder, *settings, "--set", "resources.concurrency=1"))
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(list(folder.glob("trials/*/summary.json"))) < 3:
-            time.sleep(0.5)
+        wait_for(lambda: len(list(folder.glob("trials/*/summary.json"))) >= 3, 300, "three finished trials")
         finished_before = {p: p.stat().st_mtime_ns for p in folder.glob("trials/*/summary.json")}
-        assert len(finished_before) >= 3, "the sweep did not finish three trials in time"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
         time.sleep(2)
         kill_group(driver.pid)  # the Ray processes this driver started
+    assert len(finished_before) < 8, "the sweep finished before it was killed"
+    marker = tmp_path / "unpickled"
+    pickles = list(folder.rglob("*.pkl"))
+    assert pickles, "Tune left no pickle in the sweep folder to booby-trap"
+    for path in pickles:
+        path.write_bytes(pickle.dumps(_Trap(str(marker))))
+
     assert main(["sweep", "--resume", str(folder)]) == 0
+    assert not marker.exists(), "resume unpickled a file from the sweep folder"
     for path, stamp in finished_before.items():
         assert path.stat().st_mtime_ns == stamp, f"{path.parent.name} was re-run"
     rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
-    assert len(rows) == 16 and len({r["key"] for r in rows}) == 16
+    assert len(rows) == 8 and len({r["key"] for r in rows}) == 8
     assert all(r["status"] == "finished" for r in rows)
     _, children = runs_of(folder)
     assert sorted(r.info.run_name for r in children) == sorted(r["key"] for r in rows)
+
+    reference = tmp_path / "uninterrupted"
+    assert main(planted_sweep_args(planted_model, reference, *settings)) == 0
+    expected = {r["key"]: r for r in csv.DictReader((reference / "results.csv").read_text().splitlines())}
+    assert {r["key"] for r in rows} == set(expected)
+    for row in rows:
+        assert abs(float(row["test_iia"]) - float(expected[row["key"]]["test_iia"])) <= 0.01, row["key"]
+        assert abs(float(row["best_dev_iia"]) - float(expected[row["key"]]["best_dev_iia"])) <= 0.01, row["key"]
+    resumed, uninterrupted = (json.loads((f / "report.json").read_text()) for f in (folder, reference))
+    assert [r["hypothesis"] for r in resumed["ranking"]] == [r["hypothesis"] for r in uninterrupted["ranking"]]
+    for mine, theirs in zip(resumed["ranking"], uninterrupted["ranking"]):
+        assert abs(mine["mean"] - theirs["mean"]) <= 0.01
+    assert {name: (v["best"], v["found"]) for name, v in resumed["verdict"]["causal_models"].items()} == {
+        name: (v["best"], v["found"]) for name, v in uninterrupted["verdict"]["causal_models"].items()}
 
 
 def test_a_sharded_sweep_runs_its_trials_on_two_workers(planted_model, tmp_path):

@@ -97,7 +97,8 @@ def _add_cluster(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="align-search", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="align-search", description="Find where a causal variable lives inside a language "
+                     "model: Boundless DAS hypotheses swept with Ray Tune, recorded in MLflow.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_tasks, _add_data, _add_sites, _add_align, _add_cluster, sweep_commands.add_parsers,

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
     handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "cluster": cluster_command,
                 "sweep": sweep_commands.sweep, "report": sweep_commands.report, "sync": sweep_commands.sync,
                 "steer": steer_command.steer, "share": steer_command.share,
+                "train-model": model_commands.train_model,
                 "convert-gguf": model_commands.convert_gguf, "accuracy": model_commands.accuracy}
     return handlers[args.command](args)
 

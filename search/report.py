@@ -109,10 +109,13 @@ def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[
         near = entry["mean"] >= task_accuracy - NEAR_TASK
         beaten = {"control causal models": control_best, **checks}
         failed = [k for k, value in beaten.items() if value is not None and entry["mean"] < value + margin]
+        # A hypothesis no control was run against is not found, only unchecked.
+        checked = any(value is not None for value in beaten.values())
         result[name] = {"best": entry["hypothesis"], "iia": round(entry["mean"], 4), "sd": round(entry["sd"], 4),
                         "seeds": entry["seeds"], "dev_iia": entry.get("dev"), "task_accuracy": task_accuracy,
                         "best_control": control_best, "controls": checks, "near_task": near,
-                        "above_controls": not failed, "failed_controls": failed, "found": bool(near and not failed)}
+                        "above_controls": checked and not failed, "failed_controls": failed, "checked": checked,
+                        "found": bool(near and checked and not failed)}
     return {"task_accuracy": task_accuracy, "controls": controls, "margin": margin, "causal_models": result}
 
 
@@ -204,6 +207,17 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
     return {**summary, "files": files, "heatmaps": images, "parent_metrics": metrics, "parent_tags": tags}
 
 
+def verdict_state(verdict: dict[str, Any]) -> str:
+    """One causal model's verdict in words."""
+    if verdict["found"]:
+        return "found"
+    if not verdict["near_task"]:
+        return "not found (below task accuracy)"
+    if not verdict["checked"]:
+        return "unchecked (no control ran; set controls.top_k >= 1)"
+    return f"not found (not above {', '.join(verdict['failed_controls'])})"
+
+
 def _markdown(summary: dict[str, Any]) -> str:
     verdict = summary["verdict"]
     lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict['task_accuracy']:.3f}. "
@@ -212,8 +226,7 @@ def _markdown(summary: dict[str, Any]) -> str:
              "| causal model | best hypothesis | test IIA (mean ± sd, seeds) | dev IIA | control causal models "
              "| random rotation | random model | full swap | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for name, v in verdict["causal_models"].items():
-        state = "found" if v["found"] else ("not found: below task accuracy" if not v["near_task"]
-                                            else f"not found: not above {', '.join(v['failed_controls'])}")
+        state = verdict_state(v)
         cells = [_cell(v["best_control"])] + [_cell(v["controls"].get(k), k in v["controls"])
                                               for k in ("random_rotation", "random_model", "full_swap")]
         lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} ± {v['sd']:.3f} ({v['seeds']}) | "

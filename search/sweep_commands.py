@@ -86,14 +86,17 @@ def sweep(args: argparse.Namespace) -> str:
 
 
 def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) -> str:
+    from search.report import verdict_state
+
     verdict = report["verdict"]
     lines = [f"sweep finished in {seconds / 60:.1f} min: {report['trials']} trials, {report['finished']} ran to the "
              f"end, {len(report['stopped_early'])} stopped early, {len(report['diverged'])} diverged, "
              f"{len(report['failed'])} failed; task accuracy {verdict['task_accuracy']:.3f}"]
     for name, v in verdict["causal_models"].items():
-        state = "FOUND" if v["found"] else ("not found (below task accuracy)" if not v["near_task"] else
-                                            f"not found (not above {', '.join(v['failed_controls'])})")
-        lines.append(f"  {name}: {state}, best {v['best']} IIA {v['iia']:.3f} (best control {v['best_control']})")
+        state = verdict_state(v).upper() if v["found"] else verdict_state(v)
+        lines.append(f"  {name}: {state}, best {v['best']} IIA {v['iia']:.3f}"
+                     + (f" (best control causal model {v['best_control']:.3f})" if v["best_control"] is not None
+                        else ""))
     for name, value in verdict["controls"].items():
         lines.append(f"  {name} (control): best IIA {value:.3f}")
     lines.append(f"results: {folder.path / 'results.csv'} and {folder.path / 'report.md'}")

@@ -52,7 +52,8 @@ def test_the_gguf_loads_directly_with_the_converted_folders_logits(converted, sm
 
     gguf = load_model(smollm2_gguf())
     facts = model_facts(str(smollm2_gguf()))
-    assert type(gguf.model).__name__ == "LlamaForCausalLM" and (facts.layers, facts.hidden_size, facts.meta) == (30, 576, {})
+    assert type(gguf.model).__name__ == "LlamaForCausalLM"
+    assert (facts.layers, facts.hidden_size, facts.meta) == (30, 576, {})
     prompts, _ = _prompts(6, 1)
     table = build_prompt_table(smollm2.tokenizer, [p.text for p in prompts], [p.positions for p in prompts], [])
     rows = torch.arange(len(prompts))

@@ -84,6 +84,17 @@ def test_hard_price_inputs_sit_near_a_bound_and_come_after_a_clean_start():
     assert max(shares[:200]) == 0.0 and 0.0 < shares[300] < 0.3 and min(shares[400:]) == 0.3
 
 
+def test_focused_inputs_keep_the_factual_rule_and_make_the_neglected_part_decide():
+    rng = random.Random(1)
+    equality, logic = get_task("hierarchical_equality"), get_task("word_logic")
+    for _ in range(200):
+        x = FOCUS_INPUTS["hierarchical_equality"](rng, equality.sample_inputs(rng))
+        assert x["W"] == x["X"] or x["Y"] == x["Z"]
+        y = FOCUS_INPUTS["word_logic"](rng, logic.sample_inputs(rng))
+        values = logic.causal_models["program"].run(y)
+        assert values["op3"] is False and logic.factual_output(y) == values["op4"]
+
+
 TINY = ["--steps", "30", "--layers", "1", "--hidden", "16", "--set", "heads=2", "--set", "batch_size=16",
         "--set", "eval_examples=50", "--set", "warmup=5"]
 
@@ -118,5 +129,5 @@ def test_the_recorded_command_trains_the_same_bits_again(tmp_path):
 def test_train_model_rejects_bad_input_with_one_line(tmp_path, capsys):
     assert main(["train-model", "no_such_task", "--out", str(tmp_path)]) == 2
     assert "task must be one of" in capsys.readouterr().err
-    assert main(["train-model", "word_logic", "--out", str(tmp_path), "--set", "focus_share=0.5"]) == 2
-    assert "focus_share must be 0 for task 'word_logic'" in capsys.readouterr().err
+    assert main(["train-model", "ioi", "--out", str(tmp_path), "--set", "focus_share=0.5"]) == 2
+    assert "focus_share must be 0 for task 'ioi'" in capsys.readouterr().err

@@ -114,10 +114,12 @@ def _inputs(table: PromptTable, rows: Tensor, device: Any) -> dict[str, Tensor]:
 def steering(model: Any, tokenizer: Any, prompts: Sequence[Prompt], steers: Sequence[Steer],
              table: PromptTable) -> Iterator[None]:
     """Within the block, forward passes over `table`'s prompts apply every steer at its site."""
+    # Every edit (its value vectors or source states come from forward passes) is built before
+    # any hook is in place, so one steer's hook never runs inside another's preparation.
+    edits = [(steer.description["site"], _edit(model, tokenizer, prompts, steer, table)) for steer in steers]
     with ExitStack() as stack:
-        for steer in steers:
-            stack.enter_context(edit_output(model, steer.description["site"],
-                                            _edit(model, tokenizer, prompts, steer, table)))
+        for site, edit in edits:
+            stack.enter_context(edit_output(model, site, edit))
         yield
 
 

@@ -113,7 +113,8 @@ SHIPPED_CONFIGS: dict[str, TaskModelConfig] = {
         architecture="llama", layers=3, hidden=64, steps=3000, focus_share=0.3, focus_after=0.12,
         templates=("compact", "compact_prefix_game", "compact_prefix_frogs", "compact_true_false")),
     "hierarchical_equality": TaskModelConfig(architecture="llama", steps=6000, focus_share=0.5, focus_after=0.0),
-    "word_logic": TaskModelConfig(steps=3000),
+    "word_logic": TaskModelConfig(architecture="llama", layers=4, hidden=128, steps=1500, lr=1e-3, focus_share=0.4,
+                                  focus_after=0.0),
 }
 
 

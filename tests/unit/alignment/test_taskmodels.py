@@ -10,7 +10,15 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.taskmodels import FOCUS_INPUTS, TaskModelConfig, focus_share_at, shipped_model_path, shipped_task_models
+from alignment.taskmodels import (
+    FOCUS_INPUTS,
+    TaskModelConfig,
+    default_config,
+    focus_share_at,
+    reproduce_command,
+    shipped_model_path,
+    shipped_task_models,
+)
 from causal_models import UnknownNameError, get_task
 from search.cli import main
 
@@ -49,6 +57,12 @@ def test_shipped_model_solves_fresh_prompts_of_every_template(task_name):
         accuracy = plain_accuracy(folder, task, template, n=400, seed=20240611)
         assert accuracy >= TARGETS[task_name], (template, accuracy)
         assert meta["accuracy"][template] >= TARGETS[task_name]
+
+
+def test_train_model_defaults_are_the_shipped_settings():
+    for task_name in shipped_task_models():
+        meta = json.loads((shipped_model_path(task_name) / "align_search.json").read_text())
+        assert reproduce_command(task_name, default_config(task_name)) == meta["command"]
 
 
 def test_shipped_price_model_defaults_to_the_compact_template_and_covers_the_variants():

@@ -34,14 +34,18 @@ def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, 
     out = capsys.readouterr().out
     assert "heatmaps:" in out and "align-search ui" in out
     rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
-    assert all(r["status"] == "finished" for r in rows)
     grid = [r for r in rows if r["phase"] == "grid"]
     controls = {r["role"]: r for r in rows if r["phase"] == "controls"}
+    # FIFO stops nothing, except a trial whose boundary collapses to width zero: a random rotation
+    # may find nothing to swap, and that is a (weak) result of the control, not a failure.
+    assert all(r["status"] == "finished" for r in rows if r["role"] != "random_rotation")
+    assert (controls["random_rotation"]["status"], controls["random_rotation"]["stop_reason"]) in {
+        ("finished", ""), ("stopped_early", "collapsed")}
     assert len(grid) == 8
     # The best planted hypothesis got two more seeds and its three validity controls.
     assert set(controls) == {"hypothesis", "random_rotation", "random_model", "full_swap"} and len(rows) == 13
     assert (folder / "heatmap_planted.png").is_file() and (folder / "heatmap_key_low.png").is_file()
-    best = {r["hypothesis"]: float(r["test_iia"]) for r in rows}
+    best = {r["hypothesis"]: float(r["test_iia"]) for r in grid}
     assert best["planted:in_set@L1:last:das"] >= 0.95
     assert abs(best["planted:in_set@L0:filler:das"] - 0.5) <= 0.1
     verdict = json.loads((folder / "report.json").read_text())["verdict"]["causal_models"]["planted"]
@@ -55,8 +59,9 @@ def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, 
     assert len(parents) == 1 and len(children) == 13
     for run in children:
         assert {"causal_model", "variables", "layer", "position", "intervention", "seed"} <= set(run.data.params)
-        assert {"dev_iia", "test_iia", "prealign_accuracy", "loss"} <= set(run.data.metrics)
-        assert run.info.status == "FINISHED" and run.data.tags["status"] == "finished"
+        finished = run.data.tags["status"] == "finished"
+        assert {"dev_iia", "prealign_accuracy", "loss"} | ({"test_iia"} if finished else set()) <= set(run.data.metrics)
+        assert run.info.status == "FINISHED" and (finished or run.data.tags["stop_reason"] == "collapsed")
     assert {"best_iia.planted", "best_iia.key_low"} <= set(parents[0].data.metrics)
 
 

@@ -403,8 +403,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args), "models": {}}
-    for name, model, tokenizer, template in models_to_run(args):
-        layers = args.layers or default_layers(name, layer_count(model))
+    models = models_to_run(args)
+    plan = {name: args.layers or default_layers(name, layer_count(model)) for name, model, _, _ in models}
+    for name, model, _, _ in models:   # every layer checked before the first (long) step runs
+        bad = [layer for layer in plan[name] if not 0 <= layer < layer_count(model)]
+        if bad:
+            raise SystemExit(f"--layers must be in 0..{layer_count(model) - 1} for {name}, got {bad}; "
+                             f"run that model with its own --layers (or --models to leave it out)")
+    for name, model, tokenizer, template in models:
+        layers = plan[name]
         total = args.warmup + args.steps + 1
         pairs = price_tagging_pairs(tokenizer, template, BATCH * total, args.position, seed=args.seed)
         entry: dict[str, Any] = {"template": template, "seq_len": pairs.data.table.seq_len, "layers": []}
@@ -415,13 +422,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.steps:
                 print_layer(name, result)
             entry["layers"].append(result)
-        report["models"][name] = entry
-    report["machine"] = machine()
+            report["models"][name] = entry
+            if args.steps:   # after every layer, so a later failure loses nothing measured
+                _write(report, args.out)
     if args.steps:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
         print(f"\nwrote {args.out}")
     return report
+
+
+def _write(report: dict[str, Any], out: str) -> None:
+    report["machine"] = machine()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

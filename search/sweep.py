@@ -137,6 +137,7 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
     from search.tune_parts import SweepCallback, tune_config
 
     started_ray = _init_ray(config)
+    callback: SweepCallback | None = None
     try:
         resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu, **config.resources.custom}
         trainable = tune.with_resources(run_sweep_trial, resources)
@@ -148,7 +149,10 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
             tune_config=tune_config(config, scheduler),
             run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}-{phase}", callback))
         tuner.fit()
+        callback.drain()
     finally:
+        if callback is not None:  # queued MLflow calls finish even when Tune stops with an error
+            callback.stop_mirror()
         if started_ray:
             ray.shutdown()
 

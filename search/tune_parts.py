@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ray import tune
@@ -79,7 +80,14 @@ class CollapseStopper(Stopper):
 
 
 class SweepCallback(tune.Callback):
-    """Records how each trial ended and mirrors it into MLflow."""
+    """Records how each trial ended and mirrors it into MLflow.
+
+    The MLflow calls run on one background thread, in order: Tune's driver loop calls these
+    hooks between trial results, and a function trainable's report waits for the driver, so a
+    slow tracking store (a database write is tens of milliseconds on a busy machine, a run's
+    upload several of them) would otherwise stall every trial. The thread is drained, and
+    any error it met re-raised, when the experiment ends.
+    """
 
     def __init__(self, folder: SweepFolder, tracker: Tracker, scheduler: SchedulerConfig, specs: list[TrialSpec]):
         self.folder, self.tracker, self.scheduler = folder, tracker, scheduler
@@ -87,6 +95,11 @@ class SweepCallback(tune.Callback):
         self.best: dict[str, float] = {}
         self.specs = {spec.key: spec for spec in specs}
         self.bar: Any = None
+        self.mirror: ThreadPoolExecutor | None = None  # made on first use: Tune pickles its callbacks
+        self.pending: list[Future[Any]] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "mirror": None, "pending": []}
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
@@ -105,6 +118,25 @@ class SweepCallback(tune.Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.drain()
+
+    def drain(self) -> None:
+        """Wait for every queued MLflow call; re-raise the first that failed."""
+        self.stop_mirror()
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
+
+    def stop_mirror(self) -> None:
+        """Let the queued MLflow calls finish; later ones start a new thread."""
+        if self.mirror is not None:
+            self.mirror.shutdown(wait=True)
+            self.mirror = None
+
+    def _in_background(self, action: Any, *args: Any) -> None:
+        if self.mirror is None:
+            self.mirror = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-mirror")
+        self.pending.append(self.mirror.submit(action, *args))
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
@@ -112,7 +144,7 @@ class SweepCallback(tune.Callback):
         self.last[key] = result
         self.best[key] = max(self.best.get(key, -1.0), float(result.get("iia", -1.0)))
         if not result.get("done"):
-            self.tracker.log_live(key, result)
+            self._in_background(self.tracker.log_live, key, dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial"]
@@ -140,7 +172,7 @@ class SweepCallback(tune.Callback):
         if spec is None:
             return
         node = self.last.get(key, {}).get("node_id")
-        self.tracker.upload_trial(spec, {"node_id": node} if node else None)
+        self._in_background(self.tracker.upload_trial, spec, {"node_id": node} if node else None)
 
 
 def _error_text(trial: Any) -> str:

@@ -77,6 +77,9 @@ def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
     stopped = {s["key"] for s in report["stopped_early"]}
     assert report["ranking"][0]["position"] == "last"
     assert not any(":last:" in key and "@L1" in key for key in stopped)  # the strong hypothesis runs to the end
+    # No control ran (controls.top_k=0), so even a perfect alignment is only "unchecked", never found.
+    verdict = report["verdict"]["causal_models"]["planted"]
+    assert verdict["iia"] >= 0.95 and verdict["checked"] is False and verdict["found"] is False
 
 
 class _Trap:

@@ -39,7 +39,6 @@ import torch
 
 from alignment.batches import TrialData, build_trial_data
 from alignment.models import load_model
-from alignment.sites import layer_count
 from benchmarks.common import TASK, TASK_MODEL_DIR, load_average, machine
 from benchmarks.pyvene_steps import PyveneTrainer, pyvene_intervention
 
@@ -159,12 +158,12 @@ def run_pyvene(args: argparse.Namespace, folder: Path, grid: list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    layers = layer_count(load_model(args.model).model)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.sweep_dir or Path(scratch) / "sweep")
         load_before = load_average()
         ours_s = run_align_search(args, folder)
         grid = align_search_results(folder)
+        layers = len({r["layer"] for r in grid})
         print(f"align-search: {len(grid)} hypotheses ({layers} layers x {len(args.positions)} positions x "
               f"{len(VARIABLES)} variables) in {ours_s:.1f} s; "
               f"{sum(r['status'] == 'stopped_early' for r in grid)} stopped early", flush=True)

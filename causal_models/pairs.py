@@ -123,8 +123,7 @@ def sample_pairs(
     for slot in itertools.cycle(range(len(groups))):
         if len(pairs) == n:
             break
-        if sum(v for (g, _), v in quotas.items() if g == slot) == sum(
-                v for (g, _), v in counts.items() if g == slot):
+        if _slot_filled(slot, quotas, counts):
             continue
         attempts += 1
         if attempts > n * max_attempts_per_pair:
@@ -132,9 +131,8 @@ def sample_pairs(
         pair = _draw(causal_model, groups[slot], sampler, rng)
         key = (slot, pair.counterfactual_output if label_values is not None else None)
         is_unchanged = pair.counterfactual_output == pair.base_output
-        if exclude and any(input_key(x) in exclude for x in (pair.base, *pair.sources.values())):
-            continue
-        if counts[key] >= quotas.get(key, 0) or (is_unchanged and unchanged >= unchanged_budget):
+        if (_uses_excluded(pair, exclude) or counts[key] >= quotas.get(key, 0)
+                or (is_unchanged and unchanged >= unchanged_budget)):
             continue
         counts[key] += 1
         unchanged += is_unchanged
@@ -142,6 +140,19 @@ def sample_pairs(
     rng.shuffle(pairs)
     stats = _stats(causal_model, variables, pairs, label_values is not None, max_unchanged, attempts)
     return PairSet(causal_model.name, tuple(variables), seed, tuple(pairs), stats)
+
+
+def _slot_filled(slot: int, quotas: dict[tuple[int, Any], int],
+                 counts: Counter[tuple[int, Any]]) -> bool:
+    """Whether variable group `slot` has all the pairs its label quotas ask for."""
+    return sum(v for (g, _), v in quotas.items() if g == slot) == sum(v for (g, _), v in counts.items() if g == slot)
+
+
+def _uses_excluded(pair: CounterfactualPair, exclude: set[str] | None) -> bool:
+    """Whether the pair's base or any source has inputs held out by `exclude`."""
+    if not exclude:
+        return False
+    return any(input_key(x) in exclude for x in (pair.base, *pair.sources.values()))
 
 
 def input_key(inputs: dict[str, Any]) -> str:

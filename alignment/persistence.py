@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alignment.interventions import SubspaceSwap, build_intervention
+from causal_models.errors import UserError
 
 FORMAT = "align-search/intervention"
 VERSION = 1
@@ -31,7 +32,7 @@ DESCRIPTION = "intervention.json"
 _VOLATILE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "_commit_hash"}
 
 
-class InterventionMismatch(ValueError):
+class InterventionMismatch(UserError, ValueError):
     """An intervention loaded onto a model it was not trained on."""
 
 

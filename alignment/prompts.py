@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from causal_models.errors import UserError
+
 MISSING = -1
 
 
-class PositionError(ValueError):
+class PositionError(UserError, ValueError):
     """A position that does not exist in some prompt."""
 
 

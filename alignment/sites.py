@@ -14,11 +14,13 @@ import difflib
 
 from torch import nn
 
+from causal_models.errors import UserError
+
 KNOWN_LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers",
                      "transformer.layers", "model.language_model.layers")
 
 
-class SiteError(ValueError):
+class SiteError(UserError, ValueError):
     """A site path or layer that does not exist in the model."""
 
 

@@ -86,6 +86,23 @@ def temperature_at(step: int, total: int, config: InterventionConfig) -> float:
     return float(schedule[min(step, len(schedule) - 1)])
 
 
+# The temperature (in coordinates of the rotated basis) below which the soft mask is within about 0.1 of the
+# hard one at every coordinate: sigmoid(0.5 / 0.23) = 0.9 at the coordinate nearest the boundary.
+NEAR_HARD_TEMPERATURE = 0.23
+
+
+def mask_hard_step(total: int, config: InterventionConfig) -> int:
+    """The first optimizer step at which the boundary mask is near-hard (`total` if it never is).
+
+    Before it, hard-mask IIA measures a mask that training has not yet produced, so early
+    stopping (ASHA's rungs, the collapse rule) must not judge a trial before this step.
+    """
+    for step in range(total):
+        if temperature_at(step, total, config) <= NEAR_HARD_TEMPERATURE:
+            return step
+    return total
+
+
 def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: PositionedPairs,
           answer_ids: Tensor, intervention_config: InterventionConfig, config: TrainConfig, *,
           record: Callable[[dict[str, Any]], None] = lambda row: None, report: Report | None = None,

@@ -19,10 +19,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from causal_models.errors import UserError
+
 Values = Mapping[str, Any]
 
 
-class CausalModelError(ValueError):
+class CausalModelError(UserError, ValueError):
     """A causal model is badly defined, or was given inputs it cannot take."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from causal_models.causal_model import CausalModel, CausalModelError
+from causal_models.errors import UserError
 
 InputSampler = Callable[[random.Random], dict[str, Any]]
 MAX_BALANCED_LABELS = 16
@@ -75,7 +76,7 @@ class PairSet:
         return len(self.pairs)
 
 
-class SamplingError(ValueError):
+class SamplingError(UserError, ValueError):
     """The sampler could not produce the requested label or unchanged shares."""
 
 

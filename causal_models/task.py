@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from causal_models.causal_model import CausalModel
+from causal_models.errors import UserError
 from causal_models.pairs import InputSampler
 from causal_models.templates import PromptTemplate
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(UserError, ValueError):
     """A name (task, causal model, template, variable, position) that does not exist."""
 
 

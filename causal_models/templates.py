@@ -23,10 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from causal_models.errors import UserError
+
 Inputs = Mapping[str, Any]
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A template is badly defined or cannot render some inputs."""
 
 

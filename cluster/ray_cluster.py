@@ -25,17 +25,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from causal_models.errors import UserError
+
 log = logging.getLogger(__name__)
 AddressKind = Literal["local", "auto", "gcs", "client"]
 STANDARD = ("CPU", "GPU", "memory", "object_store_memory")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
 
-class ClusterConnectError(ConnectionError):
+class ClusterConnectError(UserError, ConnectionError):
     """No Ray cluster at the address, or one that refused us."""
 
 
-class ClusterAddressError(ValueError):
+class ClusterAddressError(UserError, ValueError):
     """An address that is none of the forms Ray accepts."""
 
 

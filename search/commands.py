@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from alignment.config_io import ConfigError
-from causal_models import CausalModelError, UnknownNameError, get_task
-from causal_models.pairs import SamplingError
-from causal_models.templates import TemplateError
+from causal_models import get_task
+from causal_models.errors import UserError
 
 # The 2023 run_alignment.py task names (research/align-transformers.md section 2).
 LEGACY_TASKS = {
@@ -23,19 +22,6 @@ LEGACY_TASKS = {
     "pricing_tag_bracket": ("price_tagging", "bracket_identity"),
     "pricing_tag_fixed": ("price_tagging", "left_boundary_fixed"),
 }
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input (one line, exit 2), imported only once an error happens."""
-    from alignment.models import ModelLoadError
-    from alignment.persistence import InterventionMismatch
-    from alignment.prompts import PositionError
-    from alignment.sites import SiteError
-    from cluster.ray_cluster import ClusterAddressError, ClusterConnectError
-    from search.tracking import TrackingUnreachable
-    return (ConfigError, UnknownNameError, CausalModelError, SamplingError, TemplateError, ModelLoadError,
-            InterventionMismatch, PositionError, SiteError, TrackingUnreachable, ClusterAddressError,
-            ClusterConnectError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 # Errors only a write can give, which mean the disk, not a bug: full, over a size limit or quota, read-only.
@@ -50,7 +36,7 @@ def user_message(error: BaseException) -> str | None:
         what = repr(error.filename) if error.filename else "an output file"
         return (f"{what} must be writable, got {errno.errorcode[error.errno]} ({WRITE_ERRORS[error.errno]}). "
                 f"Free some space or choose another output folder; files written before are left as they were")
-    if isinstance(error, user_errors()):
+    if isinstance(error, (UserError, FileNotFoundError, NotADirectoryError, PermissionError)):
         return str(error)
     return None
 

@@ -26,13 +26,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from alignment.persistence import atomic_write_text
+from causal_models.errors import UserError
 from search.folder import SweepFolder, TrialSpec, read_jsonl
 
 log = logging.getLogger(__name__)
 MARKER = "mlflow.json"
 
 
-class TrackingUnreachable(RuntimeError):
+class TrackingUnreachable(UserError, RuntimeError):
     """The MLflow tracking server cannot be reached (or its local store cannot be written)."""
 
 

@@ -28,7 +28,7 @@ from alignment.metrics import interchange_accuracy, task_accuracy
 from alignment.models import LoadedModel, load_model
 from alignment.parallel import DataParallel
 from alignment.persistence import atomic_write_text, model_identity, save_intervention
-from alignment.sites import layer_site
+from alignment.sites import component_site
 from alignment.train import Report, TrainState, train
 from causal_models import Hypothesis, get_task, make_splits, to_dataset
 
@@ -61,7 +61,7 @@ def resolve(config: TrialConfig, loaded: LoadedModel) -> TrialConfig:
 
 def hypothesis_of(config: TrialConfig) -> Hypothesis:
     return Hypothesis(config.causal_model or "", config.variables, config.layer or 0, config.position,
-                      config.intervention.kind, config.source_position)
+                      config.intervention.kind, config.source_position, config.component, config.position_tokens)
 
 
 def build_splits(config: TrialConfig) -> dict[str, Rows]:
@@ -138,7 +138,7 @@ def _step_of(line: str) -> float:
 
 
 def _interchange(config: TrialConfig, loaded: LoadedModel, data: TrialData, cache_dir: str | None) -> Interchange:
-    site = config.site or layer_site(loaded.model, config.layer or 0)
+    site = config.site or component_site(loaded.model, config.layer or 0, config.component)
     frozen = FrozenSite(loaded.model, site, data.table, config.train.cache, config.train.cache_budget_mb, cache_dir)
     intervention = build_intervention(
         config.intervention.kind, frozen.hidden_size(), len(config.variables),
@@ -162,7 +162,8 @@ def _summary(config: TrialConfig, loaded: LoadedModel, interchange: Interchange,
     return {
         "hypothesis": hypothesis_of(config).id, "task": config.task, "causal_model": config.causal_model,
         "variables": list(config.variables), "layer": config.layer, "site": interchange.frozen.site,
-        "position": config.position, "source_position": config.source_position or config.position,
+        "component": config.component, "position": config.position,
+        "position_label": hypothesis_of(config).label, "source_position": config.source_position or config.position,
         "intervention": config.intervention.kind, "seed": config.train.seed,
         "prealign_accuracy": prealign.answers, "prealign_accuracy_full_vocab": prealign.full_vocab,
         "best_dev_iia": result.best_dev_iia, "best_step": result.best_step, "steps": result.steps,

@@ -74,6 +74,9 @@ class Hypothesis:
     position_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # tuples, also when read back from JSON lists (trials.json)
+        object.__setattr__(self, "variables", tuple(self.variables))
+        object.__setattr__(self, "position_tokens", tuple(self.position_tokens))
         if not self.variables:
             raise ValueError("a hypothesis must name at least one variable")
         if self.layer < 0:
@@ -117,7 +120,7 @@ class Hypothesis:
 def check_position(position: str, source_position: str | None = None) -> None:
     """A position (and the source position, if another) must be non-empty members, a group without repeats,
     and a source group as long as the base group."""
-    for side in filter(None, (position, source_position)):
+    for side in (position,) if source_position is None else (position, source_position):
         members = position_members(side)
         if not all(members) or CROSS in side:
             raise PositionSpecError(f"position must be a name, an integer or a group 'a+b' of them, got {side!r}")

@@ -56,7 +56,9 @@ def _add_align(sub: Any) -> None:
     flag("--variables", help="comma-separated")
     flag("--layer", type=int)
     flag("--site", help="a module path, for sites other than a decoder layer's output")
-    flag("--position", help="a named position or token index (default: last)")
+    flag("--component", choices=["block", "attention", "mlp"], default="block",
+         help="the layer's output (block) or what its attention or MLP adds to the residual stream")
+    flag("--position", help="a named position, a token index, or a group a+b of them (default: last)")
     flag("--source-position", "--source_position")
     flag("--intervention", default="boundless")
     flag("--subspace-dim", "--subspace_dim", type=int)

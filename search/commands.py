@@ -45,10 +45,10 @@ def run(args: argparse.Namespace, announce: Callable[[str], None]) -> Any:
     """Run the subcommand; `announce` prints a line while a long command is still running."""
     from search import model_commands, steer_command, sweep_commands
 
-    if args.command == "ui":
-        return sweep_commands.ui(args, announce)
+    if args.command in ("ui", "sweep"):
+        return {"ui": sweep_commands.ui, "sweep": sweep_commands.sweep}[args.command](args, announce)
     handlers = {"tasks": tasks, "data": data, "sites": sites, "align": align, "cluster": cluster_command,
-                "sweep": sweep_commands.sweep, "report": sweep_commands.report, "sync": sweep_commands.sync,
+                "report": sweep_commands.report, "sync": sweep_commands.sync,
                 "steer": steer_command.steer, "share": steer_command.share,
                 "train-model": model_commands.train_model,
                 "convert-gguf": model_commands.convert_gguf, "accuracy": model_commands.accuracy}
@@ -112,6 +112,7 @@ def align(args: argparse.Namespace) -> dict[str, Any]:
     config = TrialConfig(
         model_path=args.model_path, task=task, causal_model=args.causal_model or causal_model,
         variables=tuple(args.variables.split(",")) if args.variables else (), layer=layer, site=args.site,
+        component=args.component,
         position=position, source_position=args.source_position, trust_remote_code=args.trust_remote_code,
         intervention=InterventionConfig(kind=args.intervention, subspace_dim=args.subspace_dim),
         train=TrainConfig(batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,

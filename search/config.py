@@ -16,24 +16,31 @@ import tomllib
 
 from alignment.config import DataConfig, InterventionConfig, TrainConfig
 from alignment.config_io import ConfigError, from_dict, override, positive, to_dict
+from causal_models.hypotheses import grid_positions
 
 
 @dataclass(frozen=True)
 class HypothesesConfig:
-    """The grid: causal models x variable sets x layers x positions x interventions x seeds.
+    """The grid: causal models x variable sets x layers x components x positions x interventions x seeds.
 
     variables: variable sets (each a list) aligned under every causal model; empty: each
         causal model's own default variables.
     layers: "all", a range "0-3", a list "0,2" or a TOML list of ints.
-    positions: "all" (every named position of the template) or a list of names.
+    positions: "all" (every named position of the template), "every" (every token, as offsets
+        from the end over the shortest prompt: -1 is the last token), or a list mixing names,
+        integer offsets, "all", "every" and groups: a list of positions such as
+        ["amount_first_digit", "last"] is one hypothesis whose intervention acts at all its tokens.
+    components: "block" (the layer's output, the residual stream), "attention", "mlp" (what
+        that sub-layer adds to the residual stream).
     seeds: one trial per seed per hypothesis (DAS results vary with the rotation's init).
     """
 
     causal_models: tuple[str, ...] = ("left_boundary", "right_boundary", "mid_point_distance", "bracket_identity")
     variables: tuple[tuple[str, ...], ...] = ()
     layers: str | tuple[int, ...] = "all"
-    positions: str | tuple[str, ...] = ("amount_first_digit", "amount_last_digit", "amount_dollars",
-                                        "amount_newline", "response_colon", "last")
+    positions: str | tuple[str | int | tuple[str | int, ...], ...] = (
+        "amount_first_digit", "amount_last_digit", "amount_dollars", "amount_newline", "response_colon", "last")
+    components: tuple[Literal["block", "attention", "mlp"], ...] = ("block",)
     interventions: tuple[str, ...] = ("boundless",)
     seeds: tuple[int, ...] = (0,)
     shard: int = 1
@@ -43,7 +50,16 @@ class HypothesesConfig:
             raise ConfigError("hypotheses.causal_models must name at least one causal model")
         if not self.seeds:
             raise ConfigError("hypotheses.seeds must list at least one seed")
+        if not self.components or len(set(self.components)) != len(self.components):
+            raise ConfigError(f"hypotheses.components must list each of block, attention, mlp at most once, "
+                              f"got {list(self.components)}")
+        if not self.positions:
+            raise ConfigError('hypotheses.positions must be "all", "every" or a non-empty list')
         positive("hypotheses.shard", self.shard)
+        try:
+            grid_positions(self.positions, (), 1)
+        except ValueError as error:
+            raise ConfigError(f"hypotheses.positions: {error}") from None
 
 
 @dataclass(frozen=True)

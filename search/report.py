@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -22,13 +21,14 @@ from typing import Any
 
 from alignment.persistence import atomic_write_text
 from causal_models import get_task
-from search.folder import SweepFolder, TrialSpec, read_jsonl, replacing
+from search.folder import SweepFolder, TrialSpec, read_jsonl
+from search.heatmaps import heatmaps
 
 NEAR_TASK = 0.05
-COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "position", "intervention", "seed", "role",
-           "phase", "target", "status", "stop_reason", "stopped_at_step", "score", "prealign_accuracy", "best_dev_iia",
-           "test_iia", "test_iia_full_vocab", "test_unchanged_share", "boundary_widths", "node_id", "seconds",
-           "attempts")
+COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "component", "position", "position_label",
+           "intervention", "seed", "role", "phase", "target", "status", "stop_reason", "stopped_at_step", "score",
+           "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "test_unchanged_share",
+           "boundary_widths", "node_id", "seconds", "attempts")
 
 
 def trial_rows(folder: SweepFolder) -> list[dict[str, Any]]:
@@ -54,7 +54,8 @@ def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]
     hypothesis = spec.hypothesis
     row: dict[str, Any] = {"key": spec.key, "hypothesis": hypothesis.id, "causal_model": hypothesis.causal_model,
                            "variables": "+".join(hypothesis.variables), "layer": hypothesis.layer,
-                           "position": hypothesis.position, "intervention": hypothesis.intervention,
+                           "component": hypothesis.component, "position": hypothesis.position,
+                           "position_label": hypothesis.label, "intervention": hypothesis.intervention,
                            "seed": spec.seed, "role": spec.role, "phase": spec.phase, "target": spec.target}
     if summary is not None:
         row.update({k: summary.get(k) for k in ("prealign_accuracy", "best_dev_iia", "test_iia",
@@ -127,55 +128,6 @@ def _validity(entry: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, fl
         if row["role"] != "hypothesis" and row.get("target") in keys_of_hypothesis:
             found[row["role"]] = float(row["score"]) if row.get("score") is not None else None
     return found
-
-
-def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
-    """A layer x position heatmap of mean IIA per causal model (and intervention), positions by name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    by_model: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for entry in ranked:
-        by_model[(entry["causal_model"], entry["variables"], entry["intervention"])].append(entry)
-    interventions = {key[2] for key in by_model}
-    for (causal_model, variables, intervention), entries in sorted(by_model.items()):
-        layers = sorted({e["layer"] for e in entries})
-        positions = _ordered_positions(folder, entries)
-        grid = [[math.nan] * len(positions) for _ in layers]
-        for entry in entries:
-            grid[layers.index(entry["layer"])][positions.index(entry["position"])] = entry["mean"]
-        figure, axes = plt.subplots(figsize=(1.1 * len(positions) + 2.5, 0.55 * len(layers) + 2))
-        image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", origin="lower")
-        for i, layer_row in enumerate(grid):
-            for j, value in enumerate(layer_row):
-                if not math.isnan(value):
-                    axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                              color="white" if value < 0.6 else "black")
-        axes.set_xticks(range(len(positions)), positions, rotation=40, ha="right")
-        axes.set_yticks(range(len(layers)), [f"L{layer}" for layer in layers])
-        title = causal_model if variables == causal_model else f"{causal_model}: {variables}"
-        axes.set_title(f"IIA, {title}" + (f" ({intervention})" if len(interventions) > 1 else ""))
-        figure.colorbar(image, ax=axes, fraction=0.04)
-        figure.tight_layout()
-        suffix = f"__{intervention}" if len(interventions) > 1 else ""
-        path = folder.path / f"heatmap_{causal_model}{suffix}.png"
-        with replacing(path) as temporary:
-            figure.savefig(temporary, dpi=110, format="png")
-        plt.close(figure)
-        files.append(path)
-    return files
-
-
-def _ordered_positions(folder: SweepFolder, entries: list[dict[str, Any]]) -> list[str]:
-    """Positions in template order (as in the paper's figures), unknown ones last."""
-    config = folder.read_config()
-    names = list(config.hypotheses.positions) if not isinstance(config.hypotheses.positions, str) else []
-    present = {e["position"] for e in entries}
-    ordered = [n for n in names if n in present]
-    return ordered + sorted(present - set(ordered))
 
 
 def write_report(folder: SweepFolder) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,17 @@ from alignment.config_io import ConfigError, to_dict
 from search.config import SweepConfig
 from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
-from search.prepare import build_data, check_grid, check_positions, model_facts, resolve_model_path, template_name
+from search.prepare import (
+    build_data,
+    check_grid,
+    check_positions,
+    data_sets,
+    model_facts,
+    prompt_facts,
+    resolve_model_path,
+    sweep_prompts,
+    template_name,
+)
 from search.tracking import Tracker, check_tracking, default_uri, is_local
 
 log = logging.getLogger(__name__)
@@ -82,15 +93,19 @@ def _check_writable(path: Path) -> None:
 
 
 def prepare_sweep(config: SweepConfig, folder: SweepFolder) -> list[TrialSpec]:
-    """Write the config, plan the trials, build the data and check it against the tokenizer (idempotent)."""
+    """Write the config, build the data, plan the trials over its prompts and check them (idempotent)."""
     model_path = resolve_model_path(config)
     facts = model_facts(model_path)
     template = template_name(config, facts.meta)
-    specs = folder.read_trials() or check_grid(config, facts, template)
     folder.write_config(config)
-    folder.write_trials(specs)
-    build_data(folder, config, specs, template)
-    check_positions(folder, specs, model_path)
+    build_data(folder, config, data_sets(config), template)
+    tokenized = sweep_prompts(folder, model_path, config)
+    specs = folder.read_trials()
+    if not specs:
+        specs = check_grid(config, facts, template, prompt_facts(*tokenized) if tokenized else None)
+        folder.write_trials(specs)
+    if tokenized:
+        check_positions(tokenized[0], specs)
     return specs
 
 
@@ -101,13 +116,17 @@ def tracker_for(config: SweepConfig, folder: SweepFolder) -> Tracker:
     return tracker
 
 
-def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
-    """Run (or resume) the sweep in `folder`; return where the results are."""
+def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str], None] = log.info) -> SweepResult:
+    """Run (or resume) the sweep in `folder`; return where the results are.
+
+    `announce` gets the plan line (trials and estimated time) before any trial starts.
+    """
     from search.report import write_report
 
     started = time.perf_counter()
     specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
     tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
+    announce(plan_line(config, folder, specs))
     tracker.start_parent(to_dict(config))
     tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
     _run_tune(config, folder, specs, tracker, "grid", config.scheduler.kind)
@@ -119,6 +138,16 @@ def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
     tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
     return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
                        None if tracker.available else tracker.uri)
+
+
+def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec]) -> str:
+    """How many trials the grid runs and how long they should take (search/estimate.py)."""
+    from search.estimate import plan_sweep
+
+    model_path = resolve_model_path(config)
+    facts = model_facts(model_path)
+    plan = plan_sweep(config, folder, specs, model_path, facts.layers, template_name(config, facts.meta))
+    return plan.line(config.resources.concurrency)
 
 
 def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:

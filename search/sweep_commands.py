@@ -68,7 +68,7 @@ def _differences(stored: dict[str, Any], asked: dict[str, Any], prefix: str = ""
     return keys
 
 
-def sweep(args: argparse.Namespace) -> str:
+def sweep(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     from search.sweep import check_sweep, new_folder, run_sweep
 
     config, folder = resolve_sweep_config(args)
@@ -77,7 +77,7 @@ def sweep(args: argparse.Namespace) -> str:
     check_sweep(config)  # bad input fails here, in one line, before the sweep folder exists
     folder = folder or new_folder(config)
     started = time.perf_counter()
-    result = run_sweep(config, folder)
+    result = run_sweep(config, folder, announce)
     lines = _closing_lines(folder, result.report, time.perf_counter() - started)
     if result.tracking_lost:
         lines += (f"\nMLflow at {result.tracking_lost} stopped answering during the sweep; every result is in "

@@ -261,7 +261,8 @@ def _history(path: Path) -> list[tuple[str, float, int]]:
 def _params(spec: TrialSpec, summary: dict[str, Any]) -> list[Param]:
     hypothesis = spec.hypothesis
     values = {"causal_model": hypothesis.causal_model, "variables": "+".join(hypothesis.variables),
-              "layer": hypothesis.layer, "position": hypothesis.position,
+              "layer": hypothesis.layer, "component": hypothesis.component, "position": hypothesis.position,
+              "position_label": hypothesis.label,
               "source_position": hypothesis.source_position or hypothesis.position,
               "intervention": hypothesis.intervention, "seed": spec.seed, "role": spec.role,
               "position_index": summary.get("position_index"), "model": (summary.get("model") or {}).get("name"),

@@ -12,6 +12,7 @@ from causal_models import (
     save_pairs,
 )
 from causal_models.dataset import make_splits, to_dataset
+from causal_models.hypotheses import grid_positions
 from causal_models.pairs import input_key
 
 TASK = get_task("price_tagging")
@@ -26,6 +27,39 @@ def test_hypothesis_ids_are_readable_and_stable():
     assert cross.id == "left_boundary@L1:last<-amount_last_digit:boundless"
 
 
+def test_components_offsets_and_groups_in_ids_and_labels():
+    def hypothesis(position, **extra):
+        return Hypothesis("left_boundary", ("left_boundary",), 2, position, **extra)
+
+    assert hypothesis("last", component="mlp").id == "left_boundary@L2.mlp:last:boundless"
+    offset = hypothesis("-3", position_tokens=("dollars",))
+    assert (offset.id, offset.label) == ("left_boundary@L2:-3=dollars:boundless", "-3 'dollars'")
+    newline = hypothesis("-1", component="attention", position_tokens=("\n",))
+    assert (newline.id, newline.label) == ("left_boundary@L2.attention:-1=NL:boundless", "-1 '\\n'")
+    group = hypothesis("amount_first_digit+-2", position_tokens=("", ":"))
+    assert group.id == "left_boundary@L2:amount_first_digit+-2=colon:boundless"
+    assert group.label == "[amount_first_digit + -2 ':']" and group.members == ("amount_first_digit", "-2")
+    assert hypothesis("-3").id == "left_boundary@L2:-3:boundless"  # no sample token: the offset alone
+    for bad in ("last+last", "a++b", ""):
+        with pytest.raises(ValueError, match="position"):
+            hypothesis(bad)
+    with pytest.raises(ValueError, match="must have as many tokens"):
+        hypothesis("a+b", source_position="c")
+    with pytest.raises(ValueError, match="component must be one of"):
+        hypothesis("last", component="head")
+
+
+def test_grid_positions_expand_all_every_offsets_and_groups():
+    names = ("amount_first_digit", "last")
+    assert grid_positions("all", names, 5) == list(names)
+    assert grid_positions("every", names, 3) == ["-3", "-2", "-1"]
+    assert grid_positions(["last", -2, ["amount_first_digit", "last"], "every"], names, 2) == [
+        "last", "-2", "amount_first_digit+last", "-1"]
+    assert grid_positions("every", names, None) == []  # before the prompts exist
+    with pytest.raises(ValueError, match="a position group must list positions"):
+        grid_positions([["every", "last"]], names, 3)
+
+
 def test_enumerate_gives_the_full_grid_with_filters():
     grid = enumerate_hypotheses(TASK, range(4), causal_models=["left_boundary", "right_boundary"])
     assert len(grid) == 2 * 4 * len(TASK.template().position_names)
@@ -36,6 +70,14 @@ def test_enumerate_gives_the_full_grid_with_filters():
         (layer, p, i) for layer in (1, 3) for p in ("last", "response") for i in ("boundless", "full_swap")}
     with pytest.raises(ValueError, match="position of template 'alpaca' must be one of"):
         enumerate_hypotheses(TASK, [0], positions=["amount_lst_digit"])
+    mixed = enumerate_hypotheses(TASK, [0, 1], causal_models=["left_boundary"], components=["block", "mlp"],
+                                 positions=["-2", "amount_first_digit+last", "last<--1"], tokens={"-2": ":"})
+    assert len(mixed) == 2 * 2 * 3
+    assert {h.id for h in mixed if h.layer == 1 and h.component == "mlp"} == {
+        "left_boundary@L1.mlp:-2=colon:boundless", "left_boundary@L1.mlp:amount_first_digit+last:boundless",
+        "left_boundary@L1.mlp:last<--1:boundless"}
+    with pytest.raises(ValueError, match="position of template 'alpaca' must be one of"):
+        enumerate_hypotheses(TASK, [0], positions=["last+amount_lst_digit"])
 
 
 def test_parse_layers():

@@ -3,23 +3,24 @@
 A grid of every token x three components x every layer is large, so its cost is stated up
 front, and measured rather than guessed. A probe in the driver runs the first waiting trial
 (`alignment.trial.run_trial`, the trials' own code) on the sweep's own model, pairs and batch
-size, shortened, at the deepest and at the shallowest site of the grid, four times:
-(1 step, m pairs) twice (the first is a warm-up), (1 + PROBE_STEPS steps, m pairs) and
-(1 step, 2m pairs), where m pairs means m dev and m test pairs. The differences give the
-seconds of one optimizer step and of one pair (each pair is scored about four times: prealign,
-dev IIA, test IIA, and its prompts' hidden-state cache), and what is left is the trial's fixed
-cost (building its data and interchange, saving its outputs). A step's and a pair's cost are
-taken on the line through the two sites by the number of decoder layers a step runs. Each
-waiting trial then costs steps x step + (evaluations + 2) x (dev + test pairs) / 2 x pair +
-fixed + TUNE_SECONDS, and the grid that sum divided by `resources.concurrency`.
+size, shortened, at the deepest and at the shallowest site of the grid: with 1 step and with
+1 + PROBE_STEPS steps (the least of two runs each, after a warm-up run). The difference gives
+the seconds of one optimizer step; a scored pair (prealign, dev and test IIA: one forward pass,
+no backward) is taken as a third of a step's forward and backward per example, step / (3 x
+batch); what the 1-step run took beyond its step and its scored pairs is the trial's fixed cost
+(building its data and interchange, its cache, saving its outputs). Step, pair and fixed cost
+are taken on the line through the two sites by the number of decoder layers a step runs. Each
+waiting trial then costs steps x step + scored pairs x pair + fixed + TUNE_SECONDS, and the
+grid that sum divided by `resources.concurrency`.
 
-TUNE_SECONDS is what the probe cannot see: Ray Tune starting the trial in a worker, reading
-its pairs from the sweep folder, mirroring it into MLflow. The number is measured in
-docs/grid.md ("Cost") from a FIFO sweep of planted-task trials. The estimate is an upper bound
-for the grid (ASHA and the collapse rule stop weak trials early) and leaves out the controls
-phase, which runs after it. The probe is skipped, and the line says so, for a GGUF model
-(dequantizing it in the driver takes a minute) and for weights over PROBE_MAX_BYTES (the driver
-would hold another copy of the model).
+TUNE_SECONDS is what the probe cannot see: Ray starting, Tune scheduling the trial in a worker,
+the trainable reading its pairs and prompts from the sweep folder, the driver mirroring it into
+MLflow. It was measured with `benchmarks/tune_overhead.py` (27 short trials at concurrency 1:
+Tune's wall time minus the trials' own, per trial; docs/grid.md, "Cost"). The estimate is an
+upper bound for the grid (ASHA and the collapse rule stop weak trials early) and leaves out the
+controls phase, which runs after it. The probe is skipped, and the line says so, for a GGUF
+model (dequantizing it in the driver takes a minute) and for weights over PROBE_MAX_BYTES (the
+driver would hold another copy of the model).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from search.folder import SweepFolder, TrialSpec
 from search.prepare import load_rows, trial_config
 
 PROBE_STEPS = 8
-TUNE_SECONDS = 2.0
+TUNE_SECONDS = 1.1
 PROBE_MAX_BYTES = 2 * 2**30
 
 
@@ -80,7 +81,7 @@ class SweepPlan:
         fixed = max(cost.fixed for cost in self.costs)
         return (f"{runs}; at most about {_duration(self.seconds)} at {concurrency} at a time, from a probe of the "
                 f"model: {step} ms a training step, {pair:.2g} ms a scored pair, {fixed:.2g} s to set up a trial, "
-                f"plus {TUNE_SECONDS:.0f} s a trial for Ray Tune (early stopping shortens it; the controls come after)")
+                f"plus {TUNE_SECONDS:g} s a trial for Ray Tune (early stopping shortens it; the controls come after)")
 
 
 def plan_sweep(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], model_path: str,
@@ -164,21 +165,22 @@ def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, model
                                          threads=trial.train.threads or max(1, int(config.resources.cpu))))
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     batch = config.train.batch_size * config.train.gradient_accumulation
-    m = max(1, min(batch, len(rows["dev"]) // 2, len(rows["test"]) // 2))
+    m = max(1, min(batch, len(rows["dev"]), len(rows["test"])))
+    splits = {"train": rows["train"][:batch], "dev": rows["dev"][:m], "test": rows["test"][:m]}
     with tempfile.TemporaryDirectory(prefix="align-search-probe-") as scratch:
-        def seconds(steps: int, pairs: int) -> float:
-            splits = {"train": rows["train"][:batch], "dev": rows["dev"][:pairs], "test": rows["test"][:pairs]}
+        def seconds(steps: int) -> float:
             settings = replace(trial, train=replace(trial.train, max_steps=steps))
             started = time.perf_counter()
-            run_trial(settings, Path(scratch) / f"{steps}-{pairs}", TrialInputs(loaded, splits))
+            run_trial(settings, Path(scratch) / str(steps), TrialInputs(loaded, splits))
             return time.perf_counter() - started
 
-        # The least of two runs (the first of all also warms up): a shared machine only ever adds time.
-        once, wider = (min(seconds(1, pairs), seconds(1, pairs)) for pairs in (m, 2 * m))
-        more = min(seconds(1 + PROBE_STEPS, m), seconds(1 + PROBE_STEPS, m))
+        seconds(1)  # warm-up: first calls allocate and initialise
+        # The least of two runs: a shared machine only ever adds time.
+        once, more = (min(seconds(steps), seconds(steps)) for steps in (1, 1 + PROBE_STEPS))
     step = max((more - once) / PROBE_STEPS, 0.0)
-    pair = max((wider - once) / (4 * m), 0.0)  # each pair: prealign, dev IIA, test IIA, its prompts' cache
-    return TrialCost(depth_of(spec.hypothesis, n_layers), step, pair, max(once - step - 4 * m * pair, 0.0))
+    pair = step / (3 * batch)
+    scored = 4 * m  # prealign over dev and test, dev IIA once, test IIA once
+    return TrialCost(depth_of(spec.hypothesis, n_layers), step, pair, max(once - step - scored * pair, 0.0))
 
 
 def _duration(seconds: float) -> str:

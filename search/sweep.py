@@ -207,6 +207,8 @@ def _init_ray(config: SweepConfig) -> bool:
         return True
     per_trial = config.resources.cpu + (config.hypotheses.shard if config.hypotheses.shard > 1 else 0)
     cpus = max(os.cpu_count() or 1, int(config.resources.concurrency * per_trial))
-    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False,
-             configure_logging=False)
+    # "local": a Ray of its own, even when a cluster started with `ray start` runs on this machine (ray.init()
+    # would join that one, through /tmp/ray/ray_current_cluster, and refuse num_cpus); --address joins one.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False, configure_logging=False)
     return True

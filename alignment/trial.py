@@ -158,7 +158,7 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
 def iia_fields(answers: Tensor, full_vocab: Tensor) -> dict[str, Any]:
     """The test IIA of per-pair correctness, its bootstrap 95% interval, and the correctness itself."""
     low, high = bootstrap_interval(answers.int().tolist())
-    return {"test_iia": float(answers.float().mean()), "test_iia_full_vocab": float(full_vocab.float().mean()),
+    return {"test_iia": int(answers.sum()) / len(answers), "test_iia_full_vocab": int(full_vocab.sum()) / len(answers),
             "n_test": len(answers), "test_iia_ci_low": low, "test_iia_ci_high": high,
             "test_correct": encode(answers.tolist())}
 

@@ -80,7 +80,7 @@ def _evaluate(trial: PreparedTrial, swap: SubspaceSwap) -> tuple[list[int], floa
     trial.interchange.intervention = swap.to(trial.interchange.frozen.device)
     answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
                                      trial.config.train.eval_batch_size)
-    return answers.int().tolist(), float(full.float().mean()), swap.mask.sizes()
+    return answers.int().tolist(), int(full.sum()) / len(full), swap.mask.sizes()
 
 
 def _summary(trial: PreparedTrial, results: list[tuple[list[int], float, list[int]]],

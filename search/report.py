@@ -131,11 +131,11 @@ def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[
     accuracies = [r["prealign_accuracy"] for r in rows
                   if r.get("prealign_accuracy") is not None and r["role"] != "random_model"]
     task_accuracy = max(accuracies) if accuracies else float("nan")
-    swept = {r["causal_model"] for r in rows}
+    swept = list(dict.fromkeys(r["causal_model"] for r in rows))  # in trial order
     best_of = {name: next((e for e in ranked if e["causal_model"] == name), None) for name in swept}
     control_models = {name: (best_of.get(name) or {}).get("mean") for name in task.controls}
     result = {}
-    for name in sorted(swept - set(task.controls), key=lambda n: [r["causal_model"] for r in rows].index(n)):
+    for name in (n for n in swept if n not in task.controls):
         entry = _selected(name, ranked, rows)
         if entry is None:
             continue

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from alignment.config_io import ConfigError, to_dict
-from causal_models import get_task
 from search.config import SweepConfig
 from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
@@ -139,28 +138,22 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
     from ray import tune
 
     from search.trainable import run_sweep_trial
-    from search.tune_parts import CollapseStopper, StopLedger, SweepCallback, scheduler_for, tune_config
+    from search.tune_parts import SweepCallback, early_stopping, tune_config
 
     started_ray = _init_ray(config)
     callback: SweepCallback | None = None
     try:
         resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu, **config.resources.custom}
-        trainable = tune.with_resources(run_sweep_trial, resources)
-        storage = str((folder.path / "ray").resolve())
         attempt = folder.update_state(attempts=folder.read_state().get("attempts", 0) + 1)["attempts"]
-        ledger = StopLedger()
-        grid = phase == "grid"
-        controls = set(get_task(config.task).controls)
-        exempt = {s.key for s in specs if s.hypothesis.causal_model in controls}
-        callback = SweepCallback(folder, tracker, ledger, specs)
-        tuner = tune.Tuner(trainable, param_space={
+        stopping = early_stopping(config, specs, phase)
+        callback = SweepCallback(folder, tracker, stopping.ledger, specs)
+        tuner = tune.Tuner(tune.with_resources(run_sweep_trial, resources), param_space={
             "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
-            tune_config=tune_config(config, scheduler_for(config, config.scheduler.kind if grid else "fifo",
-                                                          ledger, exempt)),
+            tune_config=tune_config(config, stopping.scheduler),
             run_config=tune.RunConfig(
-                name=f"{TUNE_NAME}-{attempt}-{phase}", storage_path=storage, callbacks=[callback],
-                stop=CollapseStopper(config.scheduler, ledger) if grid else None,
-                failure_config=tune.FailureConfig(max_failures=config.resources.max_failures), verbose=0))
+                name=f"{TUNE_NAME}-{attempt}-{phase}", storage_path=str((folder.path / "ray").resolve()),
+                callbacks=[callback], stop=stopping.stopper, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=config.resources.max_failures)))
         tuner.fit()
         callback.drain()
     finally:

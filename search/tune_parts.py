@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
@@ -30,6 +31,7 @@ from ray.tune.stopper import Stopper
 from alignment.config import InterventionConfig
 from alignment.config_io import ConfigError
 from alignment.train import mask_hard_step, total_steps
+from causal_models import get_task
 from search.config import SchedulerConfig, SweepConfig
 from search.folder import SweepFolder, TrialSpec, folder_name
 from search.tracking import Tracker
@@ -113,13 +115,30 @@ class SweepASHA(ASHAScheduler):
         self._trial_info.pop(trial.trial_id, None)
 
 
-def scheduler_for(config: SweepConfig, kind: str, ledger: StopLedger, exempt: set[str]) -> Any:
-    """The grid's scheduler ("asha" or "fifo"); the controls phase always gets "fifo"."""
-    if kind != "asha":
-        return FIFOScheduler()
+@dataclass(frozen=True)
+class EarlyStopping:
+    """A Tune run's scheduler and stopper, and the ledger in which both record their stops."""
+
+    scheduler: Any
+    stopper: Stopper | None
+    ledger: StopLedger
+
+
+def early_stopping(config: SweepConfig, specs: list[TrialSpec], phase: str) -> EarlyStopping:
+    """The grid: the config's scheduler ("asha" sparing the task's control causal models, or "fifo") and the
+    collapse rule. The controls phase: FIFO and no stopper (no control is stopped early)."""
+    ledger = StopLedger()
+    if phase != "grid":
+        return EarlyStopping(FIFOScheduler(), None, ledger)
+    stopper = CollapseStopper(config.scheduler, ledger)
+    if config.scheduler.kind != "asha":
+        return EarlyStopping(FIFOScheduler(), stopper, ledger)
+    controls = set(get_task(config.task).controls)
+    exempt = {s.key for s in specs if s.hypothesis.causal_model in controls}
     grace = config.scheduler.grace_period
-    return SweepASHA(ledger, exempt, max_t=max(reports_per_trial(config) + 2, grace), grace_period=grace,
+    asha = SweepASHA(ledger, exempt, max_t=max(reports_per_trial(config) + 2, grace), grace_period=grace,
                      reduction_factor=config.scheduler.reduction_factor)
+    return EarlyStopping(asha, stopper, ledger)
 
 
 def tune_config(config: SweepConfig, scheduler: Any) -> Any:
@@ -247,6 +266,7 @@ class SweepCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial"]
+        self.ledger.pop(trial.trial_id)
         if self.folder.status(key) is None:
             self.folder.write_status(key, status="failed", error=_error_text(trial),
                                      step=self.last.get(key, {}).get("step", 0),

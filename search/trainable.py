@@ -9,12 +9,15 @@ trial or a resumed sweep continues from there, and, when the dev IIA reached a n
 `best.json`: the test IIA (with its interval and per-pair correctness) and the hard widths at
 that best state, which is all the report needs of a trial stopped early.
 
+A trial whose summary (or final status) already exists reports it and returns: a resumed
+sweep never re-runs finished work. A diverged trial (NaN loss) is recorded as such and ends
+normally, so it is neither retried nor fatal. Each start of a trial appends a line to its
+`attempts.jsonl`: process, node, and the step it resumed from.
+
 The random-rotation and full-swap controls are not trained (`alignment.untrained`): the
 random rotation takes the hard widths of the trial it controls (its summary or best.json)
-and is evaluated over `controls.random_draws` draws. A trial whose summary (or final status) already exists
-reports it and returns: a resumed sweep never re-runs finished work. A diverged trial (NaN
-loss) is recorded as such and ends normally, so it is neither retried nor fatal. Each start of
-a trial appends a line to its `attempts.jsonl`: process, node, and the step it resumed from.
+and is evaluated over `controls.random_draws` draws. They run unsharded, also in a sweep with
+`hypotheses.shard > 1` (evaluation only, but the whole model in one worker).
 
 The loaded model is kept per worker process: with `reuse_actors`, a worker runs many trials
 and loads the model once. A sweep with `hypotheses.shard = N > 1` runs each trial as a Ray

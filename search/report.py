@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from alignment.intervals import bootstrap_interval, decode
+from alignment.intervals import RESAMPLES, SEED, bootstrap_interval, decode
 from alignment.persistence import atomic_write_text
 from causal_models import get_task
 from search.folder import SweepFolder, TrialSpec, data_name, read_jsonl, replacing
@@ -33,6 +33,8 @@ COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "position"
            "best_dev_iia", "best_step", "test_iia", "test_iia_ci_low", "test_iia_ci_high", "test_iia_sd", "draws",
            "test_iia_full_vocab", "floor_no_op", "floor_copy_source", "boundary_widths", "hidden_size", "node_id",
            "seconds", "attempts")
+CI_METHOD = (f"percentile bootstrap, {RESAMPLES} resamples of the test pairs (seed {SEED}); over several seeds the "
+             f"pairs are resampled jointly and the seeds' IIA averaged (their spread is sd)")
 SCORED = ("prealign_accuracy", "best_dev_iia", "best_step", "test_iia", "test_iia_ci_low", "test_iia_ci_high",
           "test_iia_sd", "draws", "test_iia_full_vocab", "hidden_size", "test_correct", "seconds")
 
@@ -142,7 +144,7 @@ def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[
         evidence = _evidence(entry, rows, task_accuracy, control_models, config.controls.margin)
         result[name] = _verdict_entry(entry, evidence)
     return {"task_accuracy": task_accuracy, "margin": config.controls.margin, "near_task": NEAR_TASK,
-            "subspace_share": SUBSPACE_SHARE,
+            "subspace_share": SUBSPACE_SHARE, "ci95_method": CI_METHOD,
             "controls": {name: value for name, value in control_models.items() if value is not None},
             "causal_models": result}
 

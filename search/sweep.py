@@ -2,12 +2,15 @@
 
 1. The sweep folder gets the resolved config, the trial list and the shared data (`prepare`).
 2. Ray starts locally (or joins `ray_address`); each trial asks for its resources.
-3. Tune runs one trial per hypothesis and seed; trials report dev IIA after every evaluation.
+3. Tune runs one trial per hypothesis and seed; trials report dev IIA after every evaluation,
+   and their test IIA whenever the dev IIA reaches a new best (so a stopped trial is scored
+   like a finished one: test IIA at its best dev state). Once a trial's mask is near-hard,
    ASHA (metric "iia", mode max) stops weak trials at its rungs, and a stopper ends trials
-   whose learned boundary collapsed to ~0 dimensions. `scheduler.kind = "fifo"` runs all.
-4. A driver callback mirrors trials into MLflow and records why each one ended.
-5. The best hypotheses of each causal model get their validity controls and more seeds, as a
-   second Tune run without early stopping (`search/controls.py`).
+   whose learned boundary collapsed to ~0 dimensions (`search/tune_parts.py`); the task's
+   control causal models are never stopped by ASHA. `scheduler.kind = "fifo"` runs all.
+4. A driver callback mirrors trials into MLflow and records who stopped each stopped trial.
+5. The best hypotheses (by dev IIA) of each causal model get their validity controls and more
+   seeds, as a second Tune run without early stopping (`search/controls.py`).
 6. `report` writes results.csv, heatmaps and the verdict, also into the parent run.
 
 `--resume DIR` starts Tune again over the same trial list: finished trials stay finished (a
@@ -129,10 +132,10 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
     announce(plan_line(config, folder, specs))
     tracker.start_parent(to_dict(config))
     tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
-    _run_tune(config, folder, specs, tracker, "grid", config.scheduler.kind)
+    _run_tune(config, folder, specs, tracker, "grid")
     controls = plan_controls(config, folder)
     if controls:
-        _run_tune(config, folder, controls, tracker, "controls", "fifo")
+        _run_tune(config, folder, controls, tracker, "controls")
     _upload_missing(folder, tracker)
     report = write_report(folder)
     tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
@@ -157,26 +160,29 @@ def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
             tracker.upload_trial(spec)
 
 
-def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker, phase: str,
-              scheduler: str) -> None:
+def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker,
+              phase: str) -> None:
+    """One Tune run over `specs`: the grid (config's scheduler, collapse rule) or the controls (FIFO, no stopper)."""
     import ray
     from ray import tune
 
     from search.trainable import run_sweep_trial
-    from search.tune_parts import SweepCallback, tune_config
+    from search.tune_parts import SweepCallback, early_stopping, tune_config
 
     started_ray = _init_ray(config)
     callback: SweepCallback | None = None
     try:
         resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu, **config.resources.custom}
-        trainable = tune.with_resources(run_sweep_trial, resources)
-        storage = str((folder.path / "ray").resolve())
         attempt = folder.update_state(attempts=folder.read_state().get("attempts", 0) + 1)["attempts"]
-        callback = SweepCallback(folder, tracker, config.scheduler, specs)
-        tuner = tune.Tuner(trainable, param_space={
+        stopping = early_stopping(config, specs, phase)
+        callback = SweepCallback(folder, tracker, stopping.ledger, specs)
+        tuner = tune.Tuner(tune.with_resources(run_sweep_trial, resources), param_space={
             "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
-            tune_config=tune_config(config, scheduler),
-            run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}-{phase}", callback))
+            tune_config=tune_config(config, stopping.scheduler),
+            run_config=tune.RunConfig(
+                name=f"{TUNE_NAME}-{attempt}-{phase}", storage_path=str((folder.path / "ray").resolve()),
+                callbacks=[callback], stop=stopping.stopper, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=config.resources.max_failures)))
         tuner.fit()
         callback.drain()
     finally:
@@ -184,15 +190,6 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
             callback.stop_mirror()
         if started_ray:
             ray.shutdown()
-
-
-def _run_config(config: SweepConfig, storage: str, name: str, callback: Any) -> Any:
-    from ray import tune
-
-    from search.tune_parts import CollapseStopper
-    return tune.RunConfig(
-        name=name, storage_path=storage, stop=CollapseStopper(config.scheduler), callbacks=[callback],
-        failure_config=tune.FailureConfig(max_failures=config.resources.max_failures), verbose=0)
 
 
 def _init_ray(config: SweepConfig) -> bool:

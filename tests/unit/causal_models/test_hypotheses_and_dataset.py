@@ -3,7 +3,12 @@ import json
 import pytest
 
 from causal_models import (
+    CausalModel,
+    FieldChar,
     Hypothesis,
+    PromptTemplate,
+    Task,
+    Variable,
     enumerate_hypotheses,
     get_task,
     load_pairs,
@@ -11,7 +16,7 @@ from causal_models import (
     sample_pairs,
     save_pairs,
 )
-from causal_models.dataset import make_splits, to_dataset
+from causal_models.dataset import make_splits, row_floors, to_dataset
 from causal_models.hypotheses import grid_positions
 from causal_models.pairs import input_key
 
@@ -109,3 +114,53 @@ def test_heldout_splits_share_no_inputs_with_training():
     seen = {input_key(x) for p in splits["train"].pairs for x in (p.base, *p.sources.values())}
     for split in ("dev", "test"):
         assert not any(input_key(x) in seen for p in splits[split].pairs for x in (p.base, *p.sources.values()))
+    assert all(splits[s].stats.held_out and splits[s].stats.shared_inputs == 0 for s in ("dev", "test"))
+    assert splits["dev"].stats.reserved_inputs is None  # a large input space: excluding training's inputs suffices
+
+
+def _small_task(inputs: int) -> Task:
+    """A task over `inputs` distinct inputs whose answer is `x >= inputs / 2` (carried by `high`)."""
+    model = CausalModel("small", [
+        Variable("x", range(inputs)),
+        Variable("high", (True, False), ("x",), lambda x: x >= inputs // 2),
+        Variable("answer", (True, False), ("high",), lambda high: high),
+    ], output="answer", default_variables=("high",))
+    template = PromptTemplate("plain", "{x} ?", lambda x: {"x": str(x["x"])}, {"x": FieldChar("x")},
+                              {True: "yes", False: "no"})
+    return Task("small", "is x high", lambda rng: {"x": rng.randrange(inputs)}, {"small": model},
+                {"plain": template}, "small", "plain")
+
+
+@pytest.mark.parametrize("inputs", [30, 100])
+def test_a_small_input_space_keeps_inputs_for_the_heldout_splits(inputs):
+    """The default sizes (2000 / 200 / 400) over 30 or 100 inputs: training would use every input, so
+    some are reserved first; dev and test then share none with training, and the stats say so."""
+    splits = make_splits(_small_task(inputs), None, [], {"train": 2000, "dev": 200, "test": 400}, seed=0,
+                         max_unchanged=0.5)
+    train = {input_key(x) for p in splits["train"].pairs for x in (p.base, *p.sources.values())}
+    assert splits["train"].stats.distinct_inputs == len(train) < inputs
+    for split in ("dev", "test"):
+        used = {input_key(x) for p in splits[split].pairs for x in (p.base, *p.sources.values())}
+        assert not used & train and splits[split].stats.held_out is True and splits[split].stats.shared_inputs == 0
+        assert splits[split].stats.reserved_inputs == inputs - len(train)
+        assert splits[split].stats.label_shares == {"False": 0.5, "True": 0.5}
+    model = splits["dev"].pairs[0]
+    assert model.counterfactual_output == model.source_outputs["high"]  # labels still come from interchange
+
+
+def test_without_heldout_the_stats_count_the_shared_inputs():
+    splits = make_splits(_small_task(30), None, [], {"train": 200, "dev": 100}, seed=0, heldout=False)
+    assert splits["dev"].stats.held_out is False and splits["dev"].stats.shared_inputs > 0
+    assert splits["dev"].stats.reserved_inputs is None
+
+
+def test_floors_of_rows_match_the_causal_model():
+    """The copy-source floor read from dataset rows equals the share of pairs whose label is the source's
+    own answer, recomputed here by running the causal model on each source."""
+    model = TASK.causal_model("left_boundary")
+    pairs = sample_pairs(model, ["left_boundary"], 300, seed=2, max_unchanged=0.5)
+    rows = list(to_dataset(pairs, TASK.template("compact")))
+    expected = sum(p.counterfactual_output == model.run(p.sources["left_boundary"])["answer"]
+                   for p in pairs.pairs) / 300
+    assert row_floors(rows) == {"no_op": pairs.stats.unchanged_share, "copy_source": round(expected, 4)}
+    assert pairs.stats.floor_copy_source == round(expected, 4) and 0.6 < expected < 0.9

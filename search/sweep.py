@@ -20,6 +20,7 @@ sweep folder is ever unpickled.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from search.tracking import Tracker, check_tracking, default_uri, is_local
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "tune"
+WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)  # the CLI says these in one line
 
 
 @dataclass
@@ -48,7 +50,11 @@ class SweepResult:
 
 
 def check_sweep(config: SweepConfig) -> None:
-    """Everything that can be checked before the sweep folder is made: MLflow, model, grid. Writes nothing."""
+    """Everything that can be checked before the sweep folder is made: Ray address, MLflow, model, grid.
+    Writes nothing."""
+    if config.ray_address:
+        from cluster.ray_cluster import check_address
+        check_address(config.ray_address)
     if config.tracking.uri and not is_local(config.tracking.uri):
         check_tracking(config.tracking.uri)
     facts = model_facts(resolve_model_path(config))
@@ -148,13 +154,31 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
             "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
             tune_config=tune_config(config, scheduler),
             run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}-{phase}", callback))
-        tuner.fit()
+        try:
+            tuner.fit()
+        except Exception as error:  # Tune wraps what a callback raised (a full disk, say) in a TuneError
+            written = _write_error(error)
+            if written is None:
+                raise
+            raise written from None
         callback.drain()
     finally:
         if callback is not None:  # queued MLflow calls finish even when Tune stops with an error
             callback.stop_mirror()
         if started_ray:
             ray.shutdown()
+
+
+def _write_error(error: BaseException) -> OSError | None:
+    """The failed write (disk full, over quota or a size limit, read-only) behind `error`, if one is."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in WRITE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _run_config(config: SweepConfig, storage: str, name: str, callback: Any) -> Any:
@@ -178,6 +202,7 @@ def _init_ray(config: SweepConfig) -> bool:
         return True
     per_trial = config.resources.cpu + (config.hypotheses.shard if config.hypotheses.shard > 1 else 0)
     cpus = max(os.cpu_count() or 1, int(config.resources.concurrency * per_trial))
-    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False,
-             configure_logging=False)
+    # "local": a Ray of our own even when `ray start` (or a test cluster) left its address on this machine
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False, configure_logging=False)
     return True

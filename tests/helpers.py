@@ -63,15 +63,8 @@ def session_processes(session: int) -> set[int]:
     """
     found = set()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (command) ": state ppid pgrp session ...
-        if fields[0] != "Z" and int(fields[3]) == session:
+        fields = _stat(int(entry)) if entry.isdigit() else []
+        if fields and fields[0] != "Z" and int(fields[3]) == session:
             found.add(int(entry))
     return found
 
@@ -85,3 +78,54 @@ def kill_session(session: int, seconds: float = 30) -> None:
                 os.kill(pid, signal.SIGKILL)
         assert time.time() < deadline, f"processes {sorted(left)} of session {session} outlived SIGKILL"
         time.sleep(0.2)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after "pid (command) ": state ppid pgrp session ... (empty once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _started_by(pid: int, ancestor: int) -> bool:
+    """Whether `pid` descends from `ancestor`, or is a Ray process (one orphaned by a kill has lost its parent)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"ray" in handle.read():
+                return True
+    except OSError:
+        return False
+    while pid > 1:
+        fields = _stat(pid)
+        if not fields:
+            return False
+        pid = int(fields[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def no_process_left_behind(seconds: float = 60):
+    """Fail if a process the block started (in this session: a child, or Ray's) outlives it by `seconds`.
+
+    Ray's processes stay in the session of the process that started them, also when a kill
+    orphans them; whatever is left is killed, by PID, and named in the failure.
+    """
+    session, me = os.getsid(0), os.getpid()
+    before = session_processes(session)
+    yield
+
+    def left() -> set[int]:
+        return {pid for pid in session_processes(session) - before if _started_by(pid, me)}
+
+    deadline = time.time() + seconds
+    while (survivors := left()) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"processes {sorted(survivors)} started by the test outlived it by {seconds} s"

@@ -20,7 +20,6 @@ from mlflow.tracking import MlflowClient
 from search.cli import main
 from tests.unit.search.cli_run import PLANTED
 
-pytestmark = pytest.mark.timeout(300)
 STRONG, WEAK = "planted:in_set@L1:last:das#s0", "planted:in_set@L1:filler:das#s0"
 
 
@@ -37,7 +36,7 @@ def tiny_sweep(aligned, tmp_path_factory):
             "data.n_test=50", "train.max_steps=60", "train.eval_every=20", "train.batch_size=32", "train.lr=0.01",
             'controls.kinds=["random_rotation"]', "controls.seeds=[1]", "resources.concurrency=2"]
     args = ["sweep", "--out", str(folder), "--scheduler", "fifo"] + [a for s in sets for a in ("--set", s)]
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
              configure_logging=False)
     printed = io.StringIO()
     try:

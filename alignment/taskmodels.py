@@ -1,7 +1,7 @@
 """Small models that really solve a task, trained here from the task's own generator.
 
 IIA means nothing on a model that cannot do the task, and no model on the package registries
-can do price tagging (research/models.md), so align-search trains its own: a standard
+can do price tagging (docs/models.md), so align-search trains its own: a standard
 transformers architecture (GPT-2 or Llama, random init) with a word-level tokenizer built
 from the task's text (each digit one token), trained with cross-entropy on the answer token
 of freshly sampled prompts (never the same batch twice), AdamW with warm-up and cosine decay.

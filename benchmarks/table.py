@@ -1,6 +1,6 @@
 """Markdown tables for README.md from `trial_vs_pyvene` result files.
 
-    /work/bench-venv/bin/python -m benchmarks.table benchmarks/results/trial_vs_pyvene-t2.json
+    /work/bench-venv/bin/python -m benchmarks.table benchmarks/results/trial_vs_pyvene-t2-task-model.json
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ name ("the amount's last digit", "the colon after Response"), not by index: the 
 with the tokenizer, with an irrelevant prefix, and with left padding. So a template renders
 a prompt together with the *character* offset of each named position. The torch side maps a
 character offset to the token that covers it through the tokenizer's offset mapping
-(`alignment/positions.py`); a character that no token covers (whitespace a word-level
+(`alignment/prompts.py`); a character that no token covers (whitespace a word-level
 tokenizer drops) maps to the last token before it.
 
 Anchors say where a named position is:

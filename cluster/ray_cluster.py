@@ -55,6 +55,15 @@ def address_kind(address: str | None) -> AddressKind:
     return "client" if address.startswith("ray://") else "gcs"
 
 
+def check_address(address: str | None) -> AddressKind:
+    """The address's kind, once it is well-formed and, for HOST:PORT and ray://HOST:PORT, something listens
+    there (ClusterAddressError, ClusterConnectError otherwise): what a sweep checks before its folder exists."""
+    kind = address_kind(address)
+    if kind in ("gcs", "client"):
+        _reachable(str(address))
+    return kind
+
+
 def auth_environment(auth_token: str | None) -> dict[str, str]:
     """Variables that make this process present `auth_token` to a cluster with token authentication."""
     if auth_token is None:
@@ -74,13 +83,11 @@ def connect(address: str | None = None, *, auth_token: str | None = None, num_cp
     """
     import ray
 
-    kind = address_kind(address)
-    if kind in ("gcs", "client"):
-        _reachable(str(address))
+    kind = check_address(address)
     os.environ.update(auth_environment(auth_token))
     try:
         if kind == "local":
-            context = ray.init(num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
+            context = ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}),
                                object_store_memory=object_store_mb * 2**20, include_dashboard=False,
                                logging_level=logging.ERROR)
         else:

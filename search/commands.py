@@ -13,7 +13,7 @@ from alignment.config_io import ConfigError
 from causal_models import get_task
 from causal_models.errors import UserError
 
-# The 2023 run_alignment.py task names (research/align-transformers.md section 2).
+# The 2023 run_alignment.py task names (its --task_name choices).
 LEGACY_TASKS = {
     "pricing_tag_lb": ("price_tagging", "left_boundary"),
     "pricing_tag_ub": ("price_tagging", "right_boundary"),

@@ -15,7 +15,7 @@
       results.csv, heatmap_<causal model>.png, report.md
 
 Trials on other machines read the same folder, so on a multi-node cluster it must be on
-shared storage (NFS, EFS, a mounted bucket); see docs/cluster.md.
+shared storage (NFS, EFS, a mounted bucket); see docs/scaling.md.
 """
 
 from __future__ import annotations

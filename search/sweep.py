@@ -23,6 +23,7 @@ sweep folder is ever unpickled.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -50,6 +51,7 @@ from search.tracking import Tracker, check_tracking, default_uri, is_local
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "tune"
+WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)  # the CLI says these in one line
 
 
 @dataclass
@@ -62,7 +64,11 @@ class SweepResult:
 
 
 def check_sweep(config: SweepConfig) -> None:
-    """Everything that can be checked before the sweep folder is made: MLflow, model, grid. Writes nothing."""
+    """Everything that can be checked before the sweep folder is made: Ray address, MLflow, model, grid.
+    Writes nothing."""
+    if config.ray_address:
+        from cluster.ray_cluster import check_address
+        check_address(config.ray_address)
     if config.tracking.uri and not is_local(config.tracking.uri):
         check_tracking(config.tracking.uri)
     facts = model_facts(resolve_model_path(config))
@@ -183,13 +189,31 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
                 name=f"{TUNE_NAME}-{attempt}-{phase}", storage_path=str((folder.path / "ray").resolve()),
                 callbacks=[callback], stop=stopping.stopper, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=config.resources.max_failures)))
-        tuner.fit()
+        try:
+            tuner.fit()
+        except Exception as error:  # Tune wraps what a callback raised (a full disk, say) in a TuneError
+            written = _write_error(error)
+            if written is None:
+                raise
+            raise written from None
         callback.drain()
     finally:
         if callback is not None:  # queued MLflow calls finish even when Tune stops with an error
             callback.stop_mirror()
         if started_ray:
             ray.shutdown()
+
+
+def _write_error(error: BaseException) -> OSError | None:
+    """The failed write (disk full, over quota or a size limit, read-only) behind `error`, if one is."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in WRITE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _init_ray(config: SweepConfig) -> bool:

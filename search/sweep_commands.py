@@ -25,6 +25,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="a TOML sweep config (default: the embedded price-tagging sweep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--plan", action="store_true", help="check everything and print the grid; start nothing")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep")
     p.add_argument("--address", help="join a running Ray cluster (auto, HOST:PORT or ray://HOST:PORT)")
     p.add_argument("--tracking-uri", help="log to this MLflow server instead of the sweep folder")
@@ -74,6 +75,9 @@ def sweep(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     config, folder = resolve_sweep_config(args)
     if args.print_config:
         return to_toml(config).rstrip()
+    if args.plan:
+        from search.plan import plan_sweep
+        return plan_sweep(config)
     check_sweep(config)  # bad input fails here, in one line, before the sweep folder exists
     folder = folder or new_folder(config)
     started = time.perf_counter()

@@ -1,11 +1,19 @@
-"""Helpers shared by tests: tiny random models built in memory, a free local port."""
+"""Helpers shared by tests: tiny random models built in memory, local ports, the processes a test started."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+T = TypeVar("T")
 
 
 def tiny_model(family: str, vocab_size: int, layers: int = 2, hidden: int = 32, seed: int = 0) -> torch.nn.Module:
@@ -23,7 +31,101 @@ def tiny_model(family: str, vocab_size: int, layers: int = 2, hidden: int = 32, 
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    """A TCP port on 127.0.0.1 that nothing listens on at the time of asking.
+
+    Only for a port that must stay closed (a server that does not answer). A server of the test's
+    own is started with `start_on_free_port`: between asking and binding, another process may
+    take the port.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class PortTaken(Exception):
+    """Raised by a `start` given to `start_on_free_port` when its server could not bind its port."""
+
+
+def start_on_free_port(start: Callable[[int], T], attempts: int = 5) -> T:
+    """`start(port)` on a port free now; when another process took it first (PortTaken), a new port."""
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortTaken):
+            return start(free_port())
+    return start(free_port())
+
+
+def session_processes(session: int) -> set[int]:
+    """Live (not zombie) processes of a session, read from /proc.
+
+    A process started with `start_new_session=True` leads a session of its own; Ray's head
+    processes join its process group, but its workers make process groups of their own, so
+    only the session holds them all.
+    """
+    found = set()
+    for entry in os.listdir("/proc"):
+        fields = _stat(int(entry)) if entry.isdigit() else []
+        if fields and fields[0] != "Z" and int(fields[3]) == session:
+            found.add(int(entry))
+    return found
+
+
+def kill_session(session: int, seconds: float = 30) -> None:
+    """SIGKILL every process of `session` (one this test started), by PID; fail if any outlives `seconds`."""
+    deadline = time.time() + seconds
+    while left := session_processes(session):
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert time.time() < deadline, f"processes {sorted(left)} of session {session} outlived SIGKILL"
+        time.sleep(0.2)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after "pid (command) ": state ppid pgrp session ... (empty once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _started_by(pid: int, ancestor: int) -> bool:
+    """Whether `pid` descends from `ancestor`, or is a Ray process (one orphaned by a kill has lost its parent)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if b"ray" in handle.read():
+                return True
+    except OSError:
+        return False
+    while pid > 1:
+        fields = _stat(pid)
+        if not fields:
+            return False
+        pid = int(fields[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def no_process_left_behind(seconds: float = 60):
+    """Fail if a process the block started (in this session: a child, or Ray's) outlives it by `seconds`.
+
+    Ray's processes stay in the session of the process that started them, also when a kill
+    orphans them; whatever is left is killed, by PID, and named in the failure.
+    """
+    session, me = os.getsid(0), os.getpid()
+    before = session_processes(session)
+    yield
+
+    def left() -> set[int]:
+        return {pid for pid in session_processes(session) - before if _started_by(pid, me)}
+
+    deadline = time.time() + seconds
+    while (survivors := left()) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"processes {sorted(survivors)} started by the test outlived it by {seconds} s"

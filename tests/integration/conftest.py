@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alignment.taskmodels import TaskModelConfig, train_task_model
-from tests.helpers import free_port
+from tests.helpers import PortTaken, kill_session, start_on_free_port
 from tests.planted_task import planted_task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,10 +43,10 @@ def planted_sweep_args(model: Path, out: Path, *extra: str) -> list[str]:
             "--set", "train.lr=0.01", "--set", "resources.concurrency=2", *extra]
 
 
-def kill_group(pgid: int) -> None:
-    """Kill every process of a process group this test started (never a broad name)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+def kill_group(pid: int) -> None:
+    """Kill every process that `pid` (started in a session of its own) and its Ray started, by PID; fail if
+    any is left (Ray's workers leave the process group, not the session)."""
+    kill_session(pid)
 
 
 def cli_process(args: list[str], log: Path | None = None) -> subprocess.Popen:
@@ -73,24 +71,56 @@ def wait_for(condition, seconds: float, what: str, log: Path | None = None) -> N
 
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 over a SQLite store, in its own process group (killed as a group)."""
+    """`mlflow server` on 127.0.0.1 over a SQLite store, in a session of its own (killed with it).
+
+    The first start takes a free port (another if some process binds it first); a restart keeps
+    the port, so the URI a sweep logs to comes back.
+    """
 
     def __init__(self, directory: Path):
-        self.directory, self.port = directory, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
+        self.directory = directory
+        self.port: int | None = None
         self.process: subprocess.Popen | None = None
 
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> MlflowServer:
+        if self.port is None:
+            return start_on_free_port(self._start_on)
+        return self._start_on(self.port)
+
+    def _start_on(self, port: int) -> MlflowServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+        self.port, log_path = port, self.directory / "server.log"
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", "1", "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
                    "--artifacts-destination", str(self.directory / "artifacts")]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        with open(self.directory / "server.log", "a") as log:
+        before = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "a") as log:
             self.process = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
                                             cwd=self.directory, env=env)
-        wait_for(self.healthy, 180, f"mlflow server on port {self.port} answering")
+        # Bound or not is read from its own log: a /health answer on the port may come from another server.
+        wait_for(lambda: self._bound(log_path, before) is not None, 180, f"mlflow server binding port {port}")
+        if not self._bound(log_path, before):
+            self.stop()
+            raise PortTaken(port)
+        wait_for(self.healthy, 180, f"mlflow server on port {port} answering")
         return self
+
+    def _bound(self, log_path: Path, offset: int) -> bool | None:
+        """True once it listens, False if its port was taken, None while starting."""
+        with open(log_path) as log:
+            log.seek(offset)
+            text = log.read()
+        if "address already in use" in text:
+            return False
+        if f"running on http://127.0.0.1:{self.port}" in text:
+            return True
+        assert self.process is not None and self.process.poll() is None, f"mlflow server exited: {text[-2000:]}"
+        return None
 
     def healthy(self) -> bool:
         assert self.process is not None and self.process.poll() is None, (

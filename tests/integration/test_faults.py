@@ -3,6 +3,7 @@ server that dies mid-sweep, a diverging trial, a full disk. The sweep goes on an
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -216,3 +217,104 @@ def test_a_full_disk_while_rewriting_the_report_leaves_the_old_one_intact(diverg
     assert sorted(p.name for p in diverged_sweep.iterdir()) == listing  # no temporary file left behind
     assert main(["report", str(diverged_sweep)]) == 0  # with room again, the same report
     assert (diverged_sweep / "results.csv").read_bytes() == before["results.csv"]
+
+
+@contextlib.contextmanager
+def small_disk(parent: Path, megabytes: int = 48):
+    """A tmpfs of `megabytes` at parent/disk: a disk this test may fill or make read-only (needs root)."""
+    disk = parent / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (root only): {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> None:
+    """Write zeros to disk/filler until the disk is full."""
+    with open(disk / "filler", "wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(bytes(2**20))
+            out.flush()
+
+
+def make_read_only(disk: Path) -> None:
+    """Remount the disk read-only; a remount waits for files open for writing to close (EBUSY)."""
+    wait_for(lambda: subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True).returncode == 0,
+             120, f"{disk} remounted read-only")
+
+
+@pytest.mark.parametrize("fault, code", [("full", "ENOSPC (the disk is full)"),
+                                         ("read-only", "EROFS (the file system is read-only)")])
+def test_a_disk_that_fails_during_a_sweep_ends_it_in_one_line_and_resume_finishes_it(planted_model, tmp_path,
+                                                                                        fault, code):
+    """The disk under the sweep folder fills (or turns read-only) after the first trial: the sweep stops with
+    the CLI's one line naming the file; with room again, --resume runs every trial to the end, once."""
+    with small_disk(tmp_path) as disk:
+        folder = disk / "sweep"
+        tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # beside the disk: SQLite's open file blocks a remount
+        args = planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--tracking-uri", tracking,
+                                  "--set", 'hypotheses.causal_models=["planted"]', "--set", "train.max_steps=200",
+                                  "--set", "controls.top_k=0", "--set", "resources.concurrency=1")
+        log = tmp_path / "driver.log"
+        driver = cli_process(args, log)
+        try:
+            wait_for(lambda: any(folder.glob("trials/*/summary.json")), 300, "a finished trial", log)
+            fill(disk) if fault == "full" else make_read_only(disk)
+            driver.wait(timeout=300)
+        finally:
+            kill_group(driver.pid)
+        output = log.read_text()
+        errors = [line for line in output.splitlines() if line.startswith("align-search: ")]
+        assert driver.returncode == 2 and len(errors) == 1, output[-3000:]
+        assert f"must be writable, got {code}. Free some space or choose another output folder" in errors[0]
+        assert str(folder) in errors[0]
+
+        if fault == "full":
+            (disk / "filler").unlink()
+        else:
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        assert main(["sweep", "--resume", str(folder), "--tracking-uri", tracking]) == 0
+        rows = rows_of(folder)
+        assert len(rows) == 4 and all(row["status"] == "finished" for row in rows.values()), rows
+        assert set(children_of(folder, tracking)) == set(rows)
+
+
+@pytest.fixture(scope="module")
+def overflowing_model(planted_model, tmp_path_factory) -> Path:
+    """The planted model with a constant final layer norm: an unused token's logit 3e38 and the answers' -1e38,
+    each finite in fp32, so every cross-entropy (their difference) overflows to +inf, and none is NaN (an
+    infinite logit would make log-softmax NaN)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("overflowing")
+    shutil.copytree(planted_model, out, dirs_exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(planted_model)
+    tokenizer = AutoTokenizer.from_pretrained(planted_model)
+    answers = tokenizer.convert_tokens_to_ids(["yes", "no"])
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1e20
+        model.transformer.wte.weight[tokenizer.unk_token_id, 0] = 3e18
+        model.transformer.wte.weight[answers, 0] = -1e18
+    model.save_pretrained(out)
+    return out
+
+
+def test_an_infinite_loss_is_reported_as_diverged(overflowing_model, tmp_path):
+    folder = tmp_path / "sweep"
+    assert main(planted_sweep_args(overflowing_model, folder, "--scheduler", "fifo", "--set", "controls.top_k=0",
+                                   "--set", 'hypotheses.causal_models=["planted"]', "--set", 'hypotheses.layers="1"',
+                                   "--set", 'hypotheses.positions=["last"]')) == 0
+    row, = rows_of(folder).values()
+    assert row["status"] == "diverged" and "loss became inf at step 1" in row["stop_reason"], row
+    report = json.loads((folder / "report.json").read_text())
+    assert [d["key"] for d in report["diverged"]] == [row["key"]]

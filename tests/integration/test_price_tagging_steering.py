@@ -3,13 +3,19 @@
 On the shipped model the default sweep's best site for both boundary variables is the output
 of layer 0 at the amount's first digit (README.md). Fixed-value steering there, alone and
 with both interventions in one forward pass, must move the model's answer the way the causal
-model says, far beyond what an unrelated edit would do.
+model says, far beyond what an unrelated edit would do: the same edit (the same site, the same
+learned width, set to the same value's mean coordinates) along a random rotation instead of the
+learned one.
 """
+
+import copy
 
 import pytest
 
 from alignment.config import DataConfig, InterventionConfig, TrainConfig, TrialConfig
 from alignment.models import load_model
+from alignment.persistence import SavedIntervention
+from alignment.rotations import random_orthogonal
 from alignment.steering import Steer, load_steering, steering_success
 from alignment.taskmodels import shipped_model_path
 from alignment.trial import run_trial
@@ -34,12 +40,22 @@ def boundaries(tmp_path_factory):
     return load_model(str(shipped_model_path("price_tagging"))), runs
 
 
+def unrelated(saved: SavedIntervention, seed: int = 7) -> SavedIntervention:
+    """The same intervention with its learned rotation replaced by a random one."""
+    swap = copy.deepcopy(saved.intervention)
+    swap.basis.set_matrix(random_orthogonal(swap.basis.hidden_size, seed=seed))
+    return SavedIntervention(swap, saved.description)
+
+
 def test_setting_left_boundary_true_flips_the_prompts_only_it_decides(boundaries):
     loaded, runs = boundaries
     saved = load_steering(runs["left_boundary"], loaded.model)
     success = steering_success(loaded.model, loaded.tokenizer, [Steer(saved, "left_boundary", value=True)], n=300)
     # Measured 0.900 and 0.913 flipped (seeds 0, 1 of the default sweep), 0.85-0.86 kept.
     assert success.flipped >= 0.85 and success.kept >= 0.8, success
+    baseline = steering_success(loaded.model, loaded.tokenizer, [Steer(unrelated(saved), "left_boundary", value=True)],
+                                n=300)
+    assert success.flipped >= baseline.flipped + 0.5, (success, baseline)  # measured 0.19 flipped, 0.94 kept
 
 
 def test_both_boundaries_set_in_one_forward_pass_follow_the_causal_model(boundaries):
@@ -50,3 +66,7 @@ def test_both_boundaries_set_in_one_forward_pass_follow_the_causal_model(boundar
     # Both True makes every answer Yes: the "flip" prompts are every No prompt. Measured 0.69 flipped,
     # 0.93 kept: the two single-site edits compose, but the site carries each boolean only in part.
     assert success.flipped >= 0.6 and success.kept >= 0.85, success
+    random_steers = [Steer(unrelated(left), "left_boundary", value=True),
+                     Steer(unrelated(right, seed=8), "right_boundary", value=True)]
+    baseline = steering_success(loaded.model, loaded.tokenizer, random_steers, n=300)
+    assert success.flipped >= baseline.flipped + 0.4, (success, baseline)  # measured 0.21 flipped, 0.92 kept

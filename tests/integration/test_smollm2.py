@@ -10,6 +10,9 @@ from it, and the model does IOI (docs/smollm2-ioi.md has the measured numbers).
 from __future__ import annotations
 
 import importlib.util
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,3 +110,19 @@ def test_the_random_model_control_builds_from_the_gguf(tmp_path, smollm2):
     embedding = random.model.get_input_embeddings().weight
     assert embedding.shape == smollm2.model.get_input_embeddings().weight.shape
     assert not torch.allclose(embedding, smollm2.model.get_input_embeddings().weight)
+
+
+def test_the_documented_smollm2_sweeps_plan_on_the_converted_model(converted, capsys, monkeypatch):
+    """docs/smollm2-ioi.toml and its full-swap variant (docs/smollm2-ioi.md), checked against SmolLM2's 30 layers
+    and IOI's positions in its tokenizer with `--plan`; the docs' model path is where the docs convert to."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    commands = [" ".join(block.replace("\\\n", " ").split()) for block in re.findall(
+        r"^(align-search sweep docs/smollm2-ioi\.toml.*?)(?<!\\)\n", (root / "docs" / "smollm2-ioi.md").read_text(),
+        re.M | re.S)]
+    # 2 causal models x 4 layers x 3 positions; then the full swap at layers 18-24, last token
+    for command, trials in zip(commands, (24, 14), strict=True):
+        argv = shlex.split(command)[1:] + ["--set", f'model_path="{converted}"', "--plan"]
+        assert main(argv) == 0, capsys.readouterr().err[-2000:]
+        out = capsys.readouterr().out
+        assert f": {trials} grid trials on {converted} (30 decoder layers, hidden size 576)" in out, out

@@ -1,8 +1,7 @@
-"""Fixtures of the cluster/ slow tests: a small local Ray, tiny models saved to disk, a deadline per test."""
+"""Fixtures of the cluster/ slow tests: a small local Ray, tiny models saved to disk (each test's time limit is a
+`pytest.mark.timeout`)."""
 
 from __future__ import annotations
-
-import signal
 
 import pytest
 
@@ -11,23 +10,12 @@ from causal_models import get_task
 from tests.helpers import tiny_model
 
 
-@pytest.fixture
-def deadline():
-    """`deadline(seconds)`: fail the test with TimeoutError if it is still running then (main thread only)."""
-    def arm(seconds: int) -> None:
-        def expire(signum, frame):
-            raise TimeoutError(f"test still running after its {seconds} s deadline")
-        signal.signal(signal.SIGALRM, expire)
-        signal.alarm(seconds)
-    yield arm
-    signal.alarm(0)
-
-
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray of 2 logical CPUs, small object store, no dashboard; shut down after the module."""
     import ray
-    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
+             logging_level="ERROR")
     yield ray
     ray.shutdown()
 

@@ -28,9 +28,9 @@ def two_nodes():
         cluster.shutdown()
 
 
-def test_status_sees_both_nodes_and_what_is_taken(two_nodes, deadline, capsys):
+@pytest.mark.timeout(180)
+def test_status_sees_both_nodes_and_what_is_taken(two_nodes, capsys):
     import ray
-    deadline(180)
     assert main(["cluster", "status", "--address", two_nodes.address, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert len(printed["nodes"]) == 2 and [n["head"] for n in printed["nodes"]] == [True, False]

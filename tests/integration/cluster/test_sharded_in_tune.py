@@ -16,15 +16,15 @@ pytestmark = pytest.mark.slow
 def ray_with_3_cpus():
     """One CPU for the Tune trial's own process and one for each of the two Train workers."""
     import ray
-    ray.init(num_cpus=3, object_store_memory=200 * 2**20, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=3, object_store_memory=200 * 2**20, include_dashboard=False,
+             logging_level="ERROR")
     yield ray
     ray.shutdown()
 
 
-def test_tune_sees_every_eval_and_a_stopped_trial_frees_its_workers(ray_with_3_cpus, saved_models, tmp_path,
-                                                                     deadline):
+@pytest.mark.timeout(480)
+def test_tune_sees_every_eval_and_a_stopped_trial_frees_its_workers(ray_with_3_cpus, saved_models, tmp_path):
     from ray import tune
-    deadline(480)
     config = config_for(saved_models["gpt2"])
 
     def trainable(params):

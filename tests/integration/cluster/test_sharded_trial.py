@@ -26,9 +26,9 @@ def rows(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_path, deadline, family):
-    deadline(420)
+def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_path, family):
     config = config_for(saved_models[family])
     plain = run_trial(config, tmp_path / "plain")
     reported = []
@@ -52,9 +52,8 @@ def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_
     assert json.loads((tmp_path / "sharded" / "config.json").read_text())["layer"] == 1
 
 
-def test_a_sharded_trial_resumed_from_its_report_ends_where_the_straight_run_ends(local_ray, saved_models,
-                                                                                  tmp_path, deadline):
-    deadline(420)
+@pytest.mark.timeout(420)
+def test_a_sharded_trial_resumed_from_its_report_ends_where_the_straight_run_ends(local_ray, saved_models, tmp_path):
     config = config_for(saved_models["gpt2"])
     options = {"stage3_param_persistence_threshold": 0}
     states = {}

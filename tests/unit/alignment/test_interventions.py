@@ -67,13 +67,14 @@ def test_soft_mask_tends_to_the_hard_mask_as_the_temperature_falls():
 def test_basis_stays_orthonormal_after_100_steps(basis):
     optimizer = torch.optim.Adam(basis.parameters(), lr=0.05)
     target = torch.randn(HIDDEN, basis.width)
+    initial = basis.compute().detach().clone()
     for _ in range(100):
         optimizer.zero_grad()
         ((basis.compute() - target) ** 2).sum().backward()
         optimizer.step()
     matrix = basis.compute().detach()
     torch.testing.assert_close(matrix.T @ matrix, torch.eye(basis.width), atol=1e-4, rtol=0)
-    assert not torch.allclose(matrix, basis.compute().detach() * 0)  # it moved somewhere
+    assert (matrix - initial).abs().max() > 0.1  # it moved: the steps changed the basis, not just kept it
 
 
 def test_materialized_rotation_gives_the_same_gradient_as_recomputing_it():

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from alignment.files import atomic_write_text
 from alignment.interventions import SubspaceSwap, build_intervention
 from causal_models.errors import UserError
 
@@ -59,21 +60,6 @@ def versions() -> dict[str, str]:
 class SavedIntervention:
     intervention: SubspaceSwap
     description: dict[str, Any]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException as error:  # a full disk must not leave a half-written temporary behind
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:  # say which file could not be written
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
 
 
 def save_intervention(directory: str | Path, intervention: SubspaceSwap, description: Mapping[str, Any]) -> Path:

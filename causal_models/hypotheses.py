@@ -12,10 +12,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from causal_models.task import Task, unknown_name
 
-INTERVENTIONS = ("boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask")
+# The intervention kinds, defined once (alignment/interventions.py builds them; configs type with this).
+InterventionKind = Literal["boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask"]
+INTERVENTIONS: tuple[str, ...] = get_args(InterventionKind)
 
 
 @dataclass(frozen=True, order=True)

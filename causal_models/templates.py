@@ -142,7 +142,8 @@ class PromptTemplate:
                 fields.append(field_name)
         match = re.fullmatch(pattern, text, flags=re.DOTALL)
         if match is None:
-            raise TemplateError(f"prompt must follow template {self.name!r} ({self.text!r}), got {text!r}")
+            shown = repr(text) if len(text) <= 160 else f"{text[:160]!r}... ({len(text)} characters)"
+            raise TemplateError(f"prompt must follow template {self.name!r} ({self.text!r}), got {shown}")
         field_spans = {name: match.span(name) for name in fields}
         literal_spans, offset = [], 0
         for literal, field_name, _, _ in string.Formatter().parse(self.text):

@@ -3,11 +3,8 @@
 import pytest
 import torch
 
+from alignment import InterventionConfig, TrainConfig, TrialConfig, build_interchange, build_intervention
 from alignment.batches import build_trial_data
-from alignment.frozen import FrozenSite
-from alignment.interchange import Interchange
-from alignment.interventions import build_intervention
-from alignment.sites import layer_site
 from causal_models import get_task, sample_pairs, to_dataset
 
 TASK = get_task("price_tagging")
@@ -23,14 +20,15 @@ def mixed_rows(n=12):
     return rows + frogs
 
 
-def interchange_for(loaded, layer, position, source_position=None, **frozen_options):
+def interchange_for(loaded, layer, position, source_position=None, cache="auto", cache_dir=None):
     answers = sorted(set(TASK.template("compact").answers.values()))
     data = build_trial_data(loaded.tokenizer, {"train": mixed_rows()}, ["left_boundary", "right_boundary"], answers)
-    frozen = FrozenSite(loaded.model, layer_site(loaded.model, layer), data.table, **frozen_options)
-    swap = build_intervention("boundless", frozen.hidden_size(), 2, seed=1)
+    config = TrialConfig(model_path=loaded.path, variables=("left_boundary", "right_boundary"), layer=layer,
+                         position=position, source_position=source_position,
+                         intervention=InterventionConfig(kind="boundless"), train=TrainConfig(cache=cache, seed=1))
+    interchange = build_interchange(config, loaded.model, data.table, cache_dir)
     with torch.no_grad():
-        swap.basis.generator.normal_(0, 0.3)
-    interchange = Interchange(frozen, swap, position, source_position)
+        interchange.intervention.basis.generator.normal_(0, 0.3)
     return interchange, interchange.locate(data.split("train"))
 
 

@@ -15,7 +15,10 @@ PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*(/s|s/it)\]$")  # a progress bar (loadin
 
 def user_error(capsys, argv: list[str]) -> str:
     """Run `align-search ARGV`: it must exit 2 with exactly one line on stderr; return that line."""
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse refuses a flag's value itself
+        code = exit_.code
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip() and not PROGRESS.search(line)]
     assert code == 2, f"exit {code}; stdout {captured.out[-500:]!r}; stderr {captured.err[-2000:]!r}"

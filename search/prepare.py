@@ -89,8 +89,8 @@ def check_grid(config: SweepConfig, facts: ModelFacts, template: str) -> list[Tr
 
 
 def check_width(kind: str, subspace_dim: int | None, n_variables: int, hidden_size: int | None) -> None:
-    """A DAS or low-rank subspace must fit in the model's hidden size."""
-    width = {"das": (subspace_dim or 1) * n_variables, "low_rank": subspace_dim or 1}.get(kind)
+    """A DAS or low-rank subspace (or any kind's `subspace_dim`) must fit in the model's hidden size."""
+    width = {"das": (subspace_dim or 1) * n_variables, "low_rank": subspace_dim or 1}.get(kind, subspace_dim)
     if hidden_size is not None and width is not None and width > hidden_size:
         raise ConfigError(f"intervention.subspace_dim must fit the model's hidden size {hidden_size} "
                           f"({kind} over {n_variables} variable(s) needs {width} dimensions), got {subspace_dim}")
@@ -99,13 +99,13 @@ def check_width(kind: str, subspace_dim: int | None, n_variables: int, hidden_si
 def check_positions(folder: SweepFolder, specs: list[TrialSpec], model_path: str) -> None:
     """Every position of the grid must be found by the model's tokenizer in every prompt of the sweep."""
     import torch
-    from transformers import AutoTokenizer
 
+    from alignment.models import load_tokenizer
     from alignment.prompts import build_prompt_table
 
     if Path(model_path).is_file():  # a GGUF tokenizer loads with its weights; the trials check it
         return
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
+    tokenizer = load_tokenizer(model_path)
     prompts = load_prompts(folder)
     names = sorted({name for _, positions in prompts for name in positions})
     table = build_prompt_table(tokenizer, [text for text, _ in prompts], [p for _, p in prompts], names)

@@ -134,13 +134,16 @@ class PromptTemplate:
 
         Raises TemplateError when `text` does not follow the template.
         """
-        pattern, fields = "", []
+        pattern, fields, pieces = "", [], []
         for literal, field_name, _, _ in string.Formatter().parse(self.text):
             pattern += re.escape(literal)
+            pieces.append((literal, field_name))
             if field_name is not None:
                 pattern += f"(?P<{field_name}>.+?)"
                 fields.append(field_name)
-        match = re.fullmatch(pattern, text, flags=re.DOTALL)
+        # The pattern backtracks over every way to split the text between fields: refuse what cannot
+        # match (literals missing or out of order, far too long) before it runs.
+        match = re.fullmatch(pattern, text, flags=re.DOTALL) if _may_follow(text, pieces) else None
         if match is None:
             shown = repr(text) if len(text) <= 160 else f"{text[:160]!r}... ({len(text)} characters)"
             raise TemplateError(f"prompt must follow template {self.name!r} ({self.text!r}), got {shown}")
@@ -190,3 +193,24 @@ def _index_in_span(name: str, start: int, end: int, index: int, text: str) -> in
 
 def _escape(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
+
+
+MAX_PROMPT_CHARACTERS = 20_000  # a prompt read back through a template; longer ones are not a task's prompts
+
+
+def _may_follow(text: str, pieces: list[tuple[str, str | None]]) -> bool:
+    """Can `text` follow a template of these (literal, field) pieces? Its literals in order, each field non-empty."""
+    if len(text) > MAX_PROMPT_CHARACTERS:
+        return False
+    suffix = pieces[-1][0] if pieces and pieces[-1][1] is None else ""
+    if not text.endswith(suffix):
+        return False
+    end, offset = len(text) - len(suffix), 0
+    for index, (literal, field_name) in enumerate(pieces):
+        if index == len(pieces) - 1 and field_name is None:
+            break  # the suffix, checked above
+        found = text.find(literal, offset) if index else (0 if text.startswith(literal) else -1)
+        if found < 0 or found + len(literal) > end:
+            return False
+        offset = found + len(literal) + (1 if field_name is not None else 0)
+    return offset <= end

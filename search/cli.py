@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # MLflow's own INFO lines ("Creating initial MLflow database tables") are noise here
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         output = args.handler(args, announce=lambda line: print(line, flush=True))
     except Exception as error:

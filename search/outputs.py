@@ -80,8 +80,11 @@ def _move_into(temporary: Path, path: Path) -> None:
 
 
 def _named(error: OSError, temporary: Path, path: Path) -> OSError:
-    """The error, naming the file under `path` the user asked for instead of the hidden folder."""
-    name = str(error.filename) if error.filename else ""
-    if name.startswith(str(temporary)):
-        name = str(path) + name[len(str(temporary)):]
-    return type(error)(error.errno, error.strerror, name or str(path)) if error.errno else error
+    """The error, naming the file under `path` the user asked for: not the hidden folder, nor a file copied
+    from (a failed copy names its source first, its destination second)."""
+    if not error.errno:
+        return error
+    written = [str(name) for name in (error.filename, error.filename2) if name and str(name).startswith(
+        str(temporary))]
+    name = str(path) + written[0][len(str(temporary)):] if written else str(path)
+    return type(error)(error.errno, error.strerror, name)

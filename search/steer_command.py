@@ -72,6 +72,8 @@ def steer(args: argparse.Namespace, announce: Callable[[str], None]) -> dict[str
             if not chosen:
                 raise ConfigError(f"--value must name a variable of every run, got {sorted(values)}; the variables "
                                   f"of {run!r} are {variables}")
+            for variable in chosen:
+                _check_domain(item, variable, values[variable])
             steers.extend(Steer(item, v, value=values[v]) for v in chosen)
         else:
             steers.append(Steer(item, variables[0]))
@@ -105,6 +107,17 @@ def _apply(args: argparse.Namespace, loaded: Any, saved: list[Any], steers: list
 def _template(saved: Any) -> Any:
     from alignment.steering import task_of
     return task_of(saved).template(saved.description.get("template"))
+
+
+def _check_domain(saved: Any, variable: str, value: Any) -> None:
+    """A fixed value must be one the variable takes in its causal model (when the model says which)."""
+    from alignment.steering import task_of
+
+    domain = task_of(saved).causal_model(saved.description["causal_model"]).variable(variable).values
+    if domain is not None and not isinstance(domain, range) and value not in domain:
+        raise ConfigError(f"--value {variable} must be one of {sorted(domain, key=repr)}, got {value!r}")
+    if isinstance(domain, range) and value not in domain:
+        raise ConfigError(f"--value {variable} must be in {domain}, got {value!r}")
 
 
 def _check_known(tokenizer: Any, text: str) -> None:

@@ -56,6 +56,7 @@ def relocate(folder: SweepFolder) -> None:
     if not database.is_file():
         return
     here = (folder.path.resolve() / "mlartifacts").as_uri()
+    moved: list[str] = []
     with contextlib.closing(sqlite3.connect(database)) as connection, connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "experiments" not in tables:
@@ -65,8 +66,22 @@ def relocate(folder: SweepFolder) -> None:
                 connection.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?",
                                    (here, location))
                 if "runs" in tables:
+                    moved += [row[0] for row in connection.execute(
+                        "SELECT run_uuid FROM runs WHERE artifact_uri LIKE ? || '%'", (location,))]
                     connection.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
                                        "WHERE artifact_uri LIKE ? || '%'", (here, len(location) + 1, location))
+    _forget_artifact_places(moved)
+
+
+def _forget_artifact_places(run_ids: list[str]) -> None:
+    """MLflow remembers each run's artifact place for the life of the process; make it look again."""
+    if not run_ids:
+        return
+    from mlflow.tracking._tracking_service import utils  # its cache has no public API
+
+    cache = getattr(utils, "_artifact_repos_cache", {})
+    for run_id in run_ids:
+        cache.pop(run_id, None)
 
 
 def set_view(client: MlflowClient, experiment_id: str, parent_run_id: str | None) -> None:

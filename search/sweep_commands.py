@@ -49,6 +49,7 @@ def resolve_sweep_config(args: argparse.Namespace) -> tuple[SweepConfig, SweepFo
         return with_flags(load_config(args.config, args.set), **flags), None
     folder = SweepFolder(args.resume)
     stored = folder.read_config()
+    folder.read_trials(), folder.read_state()  # a torn one stops the resume here, before anything is rewritten
     if args.config or args.set:
         asked = with_flags(load_config(args.config, args.set) if args.config else override(stored, *args.set),
                            **flags)

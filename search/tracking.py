@@ -46,6 +46,9 @@ def is_local(uri: str) -> bool:
 
 
 def client_for(uri: str) -> MlflowClient:
+    """A client of the store at `uri` (a SQLite file is checked first: SQLAlchemy retries one it cannot open)."""
+    if uri.startswith("sqlite:///"):
+        _check_sqlite(uri)
     if not is_local(uri):  # fail fast, never retry for minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

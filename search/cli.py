@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # MLflow's own INFO lines ("Creating initial MLflow database tables") are noise here
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case it already was
     try:
         output = args.handler(args, announce=lambda line: print(line, flush=True))
     except Exception as error:

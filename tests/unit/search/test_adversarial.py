@@ -280,7 +280,7 @@ def test_79_80_122_124_a_tracking_uri_is_checked_before_anything_is_made(tiny_pl
     assert snapshot(folder.path) == before
 
 
-def test_85_86_88_90_92_steering_requests_are_checked(run, capsys):
+def test_85_88_90_92_steering_requests_are_checked(run, capsys):
     line = user_error(capsys, ["steer", run, "--value", "in_set=maybe", "--eval", "5"])
     assert "--value in_set must be one of [False, True], got 'maybe'" in line
     line = user_error(capsys, ["steer", run, "--prompt", PROMPT, "--prompt", PROMPT, *["--source", PROMPT] * 3])

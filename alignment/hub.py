@@ -85,8 +85,9 @@ def snapshot(repo: str, revision: str | None, patterns: list[str] | None, what: 
         raise HubError(f"{what} {name!r} must be a local path or a Hugging Face Hub repository, got neither (no "
                        f"such folder here, and no such repository on the Hub; a private one needs HF_TOKEN)") from None
     except LocalEntryNotFoundError:
-        raise HubError(f"{what} {name!r} must be in the Hugging Face cache when the Hub cannot be reached "
-                       f"(HF_HUB_OFFLINE=1 or no network), got no cached copy. Download it once where the network "
-                       f"is (`hf download {repo}`), with HF_HOME on storage this machine reads") from None
+        raise HubError(f"{what} {name!r} must be a local path, or a Hub id in the Hugging Face cache when the Hub "
+                       f"cannot be reached (HF_HUB_OFFLINE=1 or no network), got neither: no such folder here, no "
+                       f"cached copy. Download it once where the network is (`hf download {repo}`), with HF_HOME on "
+                       f"storage this machine reads") from None
     except HFValidationError as error:
         raise HubError(f"{what} {name!r} must be a local path or a Hub id (org/name), got: {error}") from None

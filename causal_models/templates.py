@@ -5,7 +5,7 @@ name ("the amount's last digit", "the colon after Response"), not by index: the 
 with the tokenizer, with an irrelevant prefix, and with left padding. So a template renders
 a prompt together with the *character* offset of each named position. The torch side maps a
 character offset to the token that covers it through the tokenizer's offset mapping
-(`alignment/positions.py`); a character that no token covers (whitespace a word-level
+(`alignment/prompts.py`); a character that no token covers (whitespace a word-level
 tokenizer drops) maps to the last token before it.
 
 Anchors say where a named position is:
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from causal_models.errors import UserError
@@ -162,10 +162,6 @@ class PromptTemplate:
                                 f"answers: {dict(self.answers)}")
         return self.answers[output_value]
 
-    def with_prefix(self, prefix: str, name: str) -> PromptTemplate:
-        """The same template after an irrelevant prefix (positions move with it)."""
-        return replace(self, name=name, text=_escape(prefix) + self.text)
-
     def _literal_text(self) -> str:
         return "".join(literal for literal, _, _, _ in string.Formatter().parse(self.text))
 
@@ -189,10 +185,6 @@ def _index_in_span(name: str, start: int, end: int, index: int, text: str) -> in
         raise TemplateError(f"position {name!r} must index into {text[start:end]!r} "
                             f"(length {length}), got index {index}")
     return start + index % length
-
-
-def _escape(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 MAX_PROMPT_CHARACTERS = 20_000  # a prompt read back through a template; longer ones are not a task's prompts

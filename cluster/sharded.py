@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import threading
@@ -60,7 +59,6 @@ from alignment.train import Report, TrainState
 from cluster.janitor import PlacementGroupJanitor
 from cluster.shard_worker import INTERVENTION, TRAIN_STATE, load_train_state, train_worker
 
-log = logging.getLogger(__name__)
 Rows = Sequence[Mapping[str, Any]]
 
 

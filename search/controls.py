@@ -24,7 +24,6 @@ from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec, replacing
 
 log = logging.getLogger(__name__)
-CONTROL_KINDS = ("random_rotation", "random_model", "full_swap")
 
 
 def plan_controls(config: SweepConfig, folder: SweepFolder) -> list[TrialSpec]:

@@ -70,9 +70,10 @@ def test_align_steer_and_a_shared_intervention_by_hub_id_offline(tiny_planted, t
     assert "2 decoder layers" in results[3]["out"]
     for result in results[4:]:
         assert result["code"] == 2 and len(errors(result)) == 1
-    assert "model 'org/not-cached' must be in the Hugging Face cache when the Hub cannot be reached " \
-           "(HF_HUB_OFFLINE=1 or no network), got no cached copy" in errors(results[4])[0]
-    assert "model 'org/tiny-planted@v2' must be in the Hugging Face cache" in errors(results[5])[0]
+    assert "model 'org/not-cached' must be a local path, or a Hub id in the Hugging Face cache when the Hub " \
+           "cannot be reached (HF_HUB_OFFLINE=1 or no network), got neither" in errors(results[4])[0]
+    assert "model 'org/tiny-planted@v2' must be a local path, or a Hub id in the Hugging Face cache" in \
+           errors(results[5])[0]
 
     cache_repo(home, "org/shared-intervention", shared)
     hf = run_offline(home, ["steer", "hf://org/shared-intervention", "--model-path", "org/tiny-planted",
@@ -82,4 +83,5 @@ def test_align_steer_and_a_shared_intervention_by_hub_id_offline(tiny_planted, t
     assert hf[0]["code"] == 0, hf[0]["err"][-1500:]
     assert json.loads(hf[0]["out"])["answers"] == answers  # the same intervention, fetched by id
     assert hf[1]["code"] == 2
-    assert "shared intervention 'org/missing' must be in the Hugging Face cache" in errors(hf[1])[0]
+    assert "shared intervention 'org/missing' must be a local path, or a Hub id in the Hugging Face cache" in \
+           errors(hf[1])[0]

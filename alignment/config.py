@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from alignment.config_io import ConfigError, positive
-from causal_models.hypotheses import INTERVENTIONS, InterventionKind
+from causal_models.hypotheses import COMPONENTS, INTERVENTIONS, Component, InterventionKind, check_position
 
 # torch device names a trial may ask for: cpu, cuda, cuda:1, mps, xpu:0.
 DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
@@ -112,8 +112,13 @@ class TrialConfig:
     """One hypothesis on one model, fully resolved.
 
     model_path: a Hugging Face model folder or a .gguf file.
-    site: a module path; overrides `layer` (which means the output of decoder layer `layer`).
-    position / source_position: a template position name or an integer token index.
+    site: a module path; overrides `layer` and `component`.
+    layer, component: the output of decoder layer `layer` ("block", the residual stream after
+        it) or of its "attention" or "mlp" sub-layer.
+    position / source_position: a template position name, an integer token index, or a group
+        of them joined by "+" ("amount_first_digit+last": one intervention at each of its tokens).
+    position_tokens: the token each member of `position` falls on in a sample prompt (labels
+        the hypothesis id; a sweep fills it in).
     """
 
     model_path: str
@@ -128,9 +133,20 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trust_remote_code: bool = False
+    component: Component = "block"
+    position_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.layer is None and self.site is None:
             raise ConfigError("a trial needs layer (a decoder layer index) or site (a module path)")
         if self.layer is not None and self.layer < 0:
             raise ConfigError(f"layer must be >= 0, got {self.layer}")
+        if self.component not in COMPONENTS:
+            raise ConfigError(f"component must be one of {list(COMPONENTS)}, got {self.component!r}")
+        if self.site is not None and self.component != "block":
+            raise ConfigError(f"component must be 'block' when site names the module itself, got "
+                              f"{self.component!r} with site {self.site!r}")
+        try:
+            check_position(self.position, self.source_position)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None

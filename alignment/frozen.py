@@ -10,6 +10,13 @@ The model never changes during a trial, so most of a plain interchange step is w
   the intervention applied (`hooks.skip_layers`), and computes logits at the answer position
   only (`logits_to_keep`; prompts are left-padded, so the answer position is the last).
 
+Sub-layer sites (a layer's attention or MLP output, or any module inside decoder layer L) use
+the same cache one layer lower: it holds the *input* of layer L (the output of layer L-1), and
+each step runs layer L from it with the edit applied by a hook on the sub-layer, then the layers
+above. The source vectors of such a site are read by running layer L from the cache up to the
+sub-layer. At L = 0 the input is the embeddings, which cost nothing to recompute, so nothing is
+cached and each step runs the whole (cheap) model with the hook.
+
 `plain_logits` is the reference: two full forward passes with hooks, as pyvene does it. Tests
 check that every fast path gives the same logits.
 """
@@ -22,6 +29,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,7 @@ from torch import Tensor, nn
 
 from alignment.hooks import capture_output, edit_output, output_is_tuple, run_until_stopped, skip_layers
 from alignment.prompts import PromptTable
-from alignment.sites import get_module, split_site
+from alignment.sites import get_module, site_layer
 
 log = logging.getLogger(__name__)
 Edit = Callable[[Tensor], Tensor]
@@ -42,11 +50,19 @@ class FrozenSite:
 
     Args:
         model: a causal LM, already frozen (eval mode, no parameter requires grad).
-        site: module path whose output is intervened on (usually a decoder layer).
+        site: module path whose output is intervened on (a decoder layer, a module inside one, or any).
         table: every prompt the trial uses.
-        cache: "auto" caches the site's hidden states when they fit `cache_budget_mb`;
-            "off" recomputes them per batch.
-        cache_dir: share the cache through a file here (one per site and prompt table).
+        cache: "auto" caches the hidden states the fast path starts from when they fit
+            `cache_budget_mb`; "off" recomputes them per batch.
+        cache_dir: share the cache through a file here (one per resume layer and prompt table).
+
+    Attributes:
+        decoder: (layer list path, index) of the decoder layer whose output the fast path
+            starts from (the site itself for a layer output, the layer below for a sub-layer
+            site), or None when every step runs the whole model (a site outside the layers,
+            or inside layer 0).
+        inside: whether the site is a module inside the layer above `decoder` (edited by a hook
+            while that layer runs) rather than `decoder`'s own output (edited directly).
     """
 
     def __init__(self, model: nn.Module, site: str, table: PromptTable, cache: str = "auto",
@@ -56,8 +72,9 @@ class FrozenSite:
         get_module(model, site)
         self.model, self.site, self.table = model, site, table
         self.device = next(model.parameters()).device
-        self.decoder = split_site(model, site)
-        self.returns_tuple = output_is_tuple(model, site, table.input_ids.to(self.device))
+        self.decoder, self.inside = _resume_point(model, site)
+        self.resume_site = f"{self.decoder[0]}.{self.decoder[1]}" if self.decoder else site
+        self.returns_tuple = output_is_tuple(model, self.resume_site, table.input_ids.to(self.device))
         self.keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
         # The last position as an index tensor, not logits_to_keep=1: indexing gathers a contiguous
         # (B, 1, hidden) copy for the LM head, where the int's strided slice sends torch's linear down a
@@ -73,22 +90,25 @@ class FrozenSite:
         return self._cache is not None
 
     def hidden(self, rows: Tensor) -> Tensor:
-        """(B, T, hidden) the site's output for prompts `rows`, without gradient."""
+        """(B, T, hidden) the states the fast path starts from (decoder layer `decoder`'s output), no gradient.
+
+        For a layer-output site these are the site's own output.
+        """
         if self._cache is None:
-            return self._prefix(rows)
+            return self._run_until(self.resume_site, rows)
         if isinstance(self._cache, np.ndarray):
             return torch.from_numpy(np.ascontiguousarray(self._cache[rows.numpy()])).to(self.device, self.dtype)
         return self._cache[rows.to(self._cache.device)].to(self.dtype)
 
     def vectors(self, rows: Tensor, positions: Tensor) -> Tensor:
         """(N, hidden) the site's output at token `positions` of prompts `rows`, without gradient."""
-        if isinstance(self._cache, np.ndarray):
-            picked = self._cache[rows.numpy(), positions.numpy()]
-            return torch.from_numpy(np.ascontiguousarray(picked)).to(self.device, self.dtype)
-        if self._cache is not None:
+        if self._cache is not None and not self.inside:
+            if isinstance(self._cache, np.ndarray):
+                picked = self._cache[rows.numpy(), positions.numpy()]
+                return torch.from_numpy(np.ascontiguousarray(picked)).to(self.device, self.dtype)
             return self._cache[rows.to(self._cache.device), positions.to(self._cache.device)].to(self.dtype)
         unique, inverse = torch.unique(rows, return_inverse=True)
-        return self._prefix(unique)[inverse.to(self.device), positions.to(self.device)]
+        return self._site_states(unique)[inverse.to(self.device), positions.to(self.device)]
 
     def plain_vectors(self, rows: Tensor, positions: Tensor) -> Tensor:
         """`vectors` through a full forward pass (the reference path)."""
@@ -99,13 +119,15 @@ class FrozenSite:
     def logits(self, rows: Tensor, edit: Edit) -> Tensor:
         """(B, vocab) next-token logits at the last position of prompts `rows`, the site's output edited.
 
-        Runs only the layers above the site when the site is a decoder layer.
+        Runs only the layers from the site up when the site is in a decoder layer above the first.
         """
         if self.decoder is None:
             return self.plain_logits(rows, edit)
-        layer_list, index = self.decoder
-        edited = edit(self.hidden(rows))
-        with skip_layers(self.model, layer_list, index, edited, self.returns_tuple):
+        states = self.hidden(rows)
+        if not self.inside:
+            with self._resumed_from(edit(states)):
+                return self._forward(rows)
+        with self._resumed_from(states), edit_output(self.model, self.site, edit):
             return self._forward(rows)
 
     def plain_logits(self, rows: Tensor, edit: Edit | None = None) -> Tensor:
@@ -130,21 +152,38 @@ class FrozenSite:
         output = self.model(**self._inputs(rows), use_cache=False, **extra)
         return output.logits[:, -1].float()
 
-    def _prefix(self, rows: Tensor) -> Tensor:
-        with torch.no_grad(), capture_output(self.model, self.site, stop=True) as captured:
+    def _resumed_from(self, states: Tensor) -> AbstractContextManager[None]:
+        """Within the block, a forward pass skips the layers up to `decoder`, which outputs `states`."""
+        if self.decoder is None:
+            raise RuntimeError(f"site {self.site!r} has no decoder layer to resume from")
+        layer_list, index = self.decoder
+        return skip_layers(self.model, layer_list, index, states, self.returns_tuple)
+
+    def _run_until(self, path: str, rows: Tensor) -> Tensor:
+        """(B, T, width) the output of module `path` for prompts `rows`: a forward pass stopped there."""
+        with torch.no_grad(), capture_output(self.model, path, stop=True) as captured:
             run_until_stopped(lambda: self.model(**self._inputs(rows), use_cache=False))
         return captured[0]
 
+    def _site_states(self, rows: Tensor) -> Tensor:
+        """(B, T, width) the site's output for prompts `rows`, from the cache below it when there is one."""
+        if self._cache is None or not self.inside:
+            return self._run_until(self.site, rows)
+        with self._resumed_from(self.hidden(rows)):
+            return self._run_until(self.site, rows)
+
     def hidden_size(self) -> int:
         """The width of the site's output (probed: a site need not be the residual stream)."""
-        return int(self._prefix(torch.tensor([0])).shape[-1])
+        return int(self._run_until(self.site, torch.tensor([0])).shape[-1])
 
     def _cache_bytes(self) -> int:
-        return len(self.table) * self.table.seq_len * self.hidden_size() * 4
+        width = int(self._run_until(self.resume_site, torch.tensor([0])).shape[-1])
+        return len(self.table) * self.table.seq_len * width * 4
 
     def _build_cache(self, batch_size: int = 256) -> Tensor:
-        parts = [self._prefix(torch.arange(start, min(start + batch_size, len(self.table)))).float().cpu()
-                 for start in range(0, len(self.table), batch_size)]
+        starts = range(0, len(self.table), batch_size)
+        parts = [self._run_until(self.resume_site, torch.arange(start, min(start + batch_size, len(self.table))))
+                 .float().cpu() for start in starts]
         return torch.cat(parts)
 
     def _load_or_build_cache(self, cache_dir: Path | None) -> Tensor | np.ndarray:
@@ -156,7 +195,8 @@ class FrozenSite:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the first trial at this site builds, the others wait and map
             try:
                 if not path.exists():
-                    log.info("caching hidden states of %d prompts at %s into %s", len(self.table), self.site, path)
+                    log.info("caching hidden states of %d prompts at %s into %s", len(self.table), self.resume_site,
+                             path)
                     temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
                     np.save(temporary, self._build_cache().numpy())
                     os.replace(temporary, path)
@@ -170,6 +210,17 @@ class FrozenSite:
         digest.update((config.to_json_string() if config is not None else type(self.model).__name__).encode())
         first = next(self.model.parameters())
         digest.update(first.detach().float().flatten()[:64].cpu().numpy().tobytes())
-        digest.update(self.site.encode())
+        digest.update(self.resume_site.encode())  # a layer's cache serves the sub-layers of the layer above
         digest.update("\x00".join(self.table.texts).encode())
         return digest.hexdigest()[:20]
+
+
+def _resume_point(model: nn.Module, site: str) -> tuple[tuple[str, int] | None, bool]:
+    """(the decoder layer whose output the fast path starts from, whether the site is inside the next one)."""
+    place = site_layer(model, site)
+    if place is None:
+        return None, False
+    layer_list, index, inside = place
+    if not inside:
+        return (layer_list, index), False
+    return ((layer_list, index - 1) if index > 0 else None), True

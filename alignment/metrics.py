@@ -30,12 +30,18 @@ class Accuracy:
     n: int
 
 
-def accuracy_of(logits: Tensor, labels: Tensor, answer_ids: Tensor) -> tuple[int, int]:
-    """(correct among answer tokens, correct over the full vocabulary) for (B, vocab) logits."""
+def hits(logits: Tensor, labels: Tensor, answer_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) bool each: right among the answer tokens, right over the full vocabulary, for (B, vocab) logits."""
     answer_ids = answer_ids.to(logits.device)
     labels = labels.to(logits.device)
     restricted = answer_ids[logits[:, answer_ids].argmax(dim=1)]
-    return int((restricted == labels).sum()), int((logits.argmax(dim=1) == labels).sum())
+    return restricted == labels, logits.argmax(dim=1) == labels
+
+
+def accuracy_of(logits: Tensor, labels: Tensor, answer_ids: Tensor) -> tuple[int, int]:
+    """(correct among answer tokens, correct over the full vocabulary) for (B, vocab) logits."""
+    right, right_full = hits(logits, labels, answer_ids)
+    return int(right.sum()), int(right_full.sum())
 
 
 def interchange_accuracy(interchange: Interchange, pairs: PositionedPairs, answer_ids: Tensor,
@@ -52,6 +58,28 @@ def interchange_accuracy(interchange: Interchange, pairs: PositionedPairs, answe
             if counted:
                 correct, correct_full = correct + right, correct_full + right_full
     return _accuracy(*_summed(correct, correct_full, parallel), len(pairs))
+
+
+def correct_per_pair(interchange: Interchange, pairs: PositionedPairs, answer_ids: Tensor, batch_size: int,
+                     parallel: DataParallel | None = None) -> tuple[Tensor, Tensor]:
+    """(N,) bool each: whether the intervened model answers each pair's counterfactual label, among the
+    answer tokens and over the full vocabulary (hard mask; under `parallel` every worker gets all N)."""
+    answers, full = [], []
+    intervention = interchange.intervention
+    with torch.no_grad(), intervention.hard_mode(), intervention.materialized():
+        for batch in pairs.batches(batch_size):
+            rows, counted = _my_rows(len(batch), parallel)
+            mine = batch if rows is None else batch.select(rows)
+            right, right_full = hits(interchange.logits(mine), mine.pairs.labels, answer_ids)
+            scores = torch.zeros(2, len(batch), dtype=torch.float64)
+            if counted:
+                index = torch.arange(len(batch)) if rows is None else rows.cpu()
+                scores[0, index], scores[1, index] = right.double().cpu(), right_full.double().cpu()
+            if parallel is not None:
+                scores = parallel.sum(scores)
+            answers.append(scores[0] > 0.5)
+            full.append(scores[1] > 0.5)
+    return torch.cat(answers), torch.cat(full)
 
 
 def task_accuracy(interchange: Interchange, rows: Tensor, labels: Tensor, answer_ids: Tensor,

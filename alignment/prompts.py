@@ -6,7 +6,7 @@ the token index of each named position. A named position is a character offset f
 template (`causal_models/templates.py`); the token covering that character is found through
 the tokenizer's offset mapping, or the last token before it when no token covers it
 (whitespace a word-level tokenizer drops). Integer positions ("5", "-1") index the prompt's
-own tokens, counted from its first real token.
+own tokens, counted from its first real token. A group "a+b" stands for several tokens at once.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from causal_models.errors import UserError
+from causal_models.hypotheses import position_members
 
 MISSING = -1
 
@@ -57,6 +58,19 @@ class PromptTable:
     @property
     def seq_len(self) -> int:
         return int(self.input_ids.shape[1])
+
+    def token_indices(self, position: str, rows: Tensor) -> Tensor:
+        """(N, G) token index of each of the G members of `position` (a position or a group "a+b")."""
+        members = position_members(position)
+        indices = torch.stack([self.token_index(member, rows) for member in members], dim=1)
+        if len(members) > 1:
+            repeated = (indices.sort(dim=1).values.diff(dim=1) == 0).any(dim=1).nonzero()
+            if len(repeated):
+                row = int(rows[repeated[0, 0]])
+                raise PositionError(f"the positions of group {position!r} must be different tokens, but in prompt "
+                                    f"{row} ({self.texts[row]!r}) two of them are token "
+                                    f"{indices[repeated[0, 0]].tolist()}")
+        return indices
 
     def token_index(self, position: str, rows: Tensor) -> Tensor:
         """(N,) token index of `position` (a name or an integer string) in prompts `rows`."""

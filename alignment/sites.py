@@ -6,6 +6,12 @@ stream after decoder layer L", the decoder-layer list is found by path
 (`transformer.h` for GPT-2, `model.layers` for Llama/Qwen2/Mistral/SmolLM, `gpt_neox.layers`
 for GPT-NeoX, ...) or, failing those, as the one `ModuleList` whose length is the config's
 layer count. No per-architecture files: the hidden width is read from the model itself.
+
+A hypothesis may also name a *component* of layer L: "block" is the layer's output (the
+residual stream after it), "attention" and "mlp" the outputs of its two sub-layers, the
+vectors each adds to the residual stream. They are found among the layer's children by
+their usual names (`attn` / `self_attn` / `attention`, `mlp` / `feed_forward`), else as the
+one child whose class name says attention or MLP.
 """
 
 from __future__ import annotations
@@ -15,9 +21,17 @@ import difflib
 from torch import nn
 
 from causal_models.errors import UserError
+from causal_models.hypotheses import COMPONENTS  # the one list of components
 
 KNOWN_LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers",
                      "transformer.layers", "model.language_model.layers")
+
+
+# Children of a decoder layer by their usual names, most common first (GPT-2, Llama/Qwen2/Mistral,
+# GPT-NeoX, Falcon/Bloom, ...), then words the class names of the others contain.
+SUBLAYER_NAMES = {"attention": ("self_attn", "attn", "attention", "self_attention"),
+                  "mlp": ("mlp", "feed_forward", "ffn", "block_sparse_moe")}
+SUBLAYER_WORDS = {"attention": ("attention", "attn"), "mlp": ("mlp", "feedforward", "ffn")}
 
 
 class SiteError(UserError, ValueError):
@@ -74,12 +88,48 @@ def layer_site(model: nn.Module, layer: int) -> str:
 
 def split_site(model: nn.Module, site: str) -> tuple[str, int] | None:
     """(layer list path, index) when `site` is a decoder layer, else None (an arbitrary module)."""
+    place = site_layer(model, site)
+    return place[:2] if place is not None and not place[2] else None
+
+
+def site_layer(model: nn.Module, site: str) -> tuple[str, int, bool] | None:
+    """(layer list path, index, inside) of the decoder layer `site` is, or is inside; None when neither.
+
+    `inside` is True for a module within the layer (its attention, its MLP, a projection).
+    """
     try:
         path = find_layer_list(model)
     except SiteError:
         return None
-    prefix, _, index = site.rpartition(".")
-    return (path, int(index)) if prefix == path and index.isdigit() else None
+    if not site.startswith(f"{path}."):
+        return None
+    index, _, rest = site[len(path) + 1:].partition(".")
+    return (path, int(index), bool(rest)) if index.isdigit() else None
+
+
+def component_site(model: nn.Module, layer: int, component: str) -> str:
+    """The module path of `component` ("block", "attention" or "mlp") of decoder layer `layer`."""
+    block = layer_site(model, layer)
+    if component == "block":
+        return block
+    if component not in SUBLAYER_NAMES:
+        raise SiteError(f"component must be one of {list(COMPONENTS)}, got {component!r}")
+    return f"{block}.{_sublayer_name(get_module(model, block), component, block)}"
+
+
+def _sublayer_name(layer: nn.Module, component: str, block: str) -> str:
+    children = dict(layer.named_children())
+    for name in SUBLAYER_NAMES[component]:
+        if name in children:
+            return name
+    words = SUBLAYER_WORDS[component]
+    matches = [name for name, child in children.items()
+               if any(word in type(child).__name__.lower() for word in words)]
+    if len(matches) == 1:
+        return matches[0]
+    raise SiteError(f"the {component} sub-layer of decoder layer {block!r} must be one child module, got "
+                    f"{matches or 'none'} among its children {list(children)} ({type(layer).__name__}). "
+                    f"List the module paths with `align-search sites MODEL --all` and pass one with --site")
 
 
 def hidden_size(model: nn.Module) -> int:

@@ -2,8 +2,12 @@
 
 The output folder holds `config.json` (fully resolved), `metrics.jsonl` (one row per log and
 evaluation), `intervention/` (the best state by dev IIA) and `summary.json`:
-`prealign_accuracy`, `best_dev_iia`, `test_iia`, `test_iia_full_vocab`, `boundary_widths`
-(dimensions per variable) and the context needed to read them.
+`prealign_accuracy`, `best_dev_iia` (and `best_step`), `test_iia` at that best state with its
+bootstrap 95% interval `test_iia_ci_low`/`test_iia_ci_high` and the per-pair correctness
+`test_correct` ("0"/"1" per test pair, `alignment.intervals`), `test_iia_full_vocab`, the
+test pairs' floors `floor_no_op` and `floor_copy_source` (`causal_models.pairs.floors`),
+`boundary_widths` (hard dimensions per variable) of `hidden_size`, and the context needed to
+read them.
 """
 
 from __future__ import annotations
@@ -12,27 +16,30 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from alignment.batches import TrialData, build_trial_data
 from alignment.config import TrialConfig
 from alignment.config_io import to_dict
 from alignment.frozen import FrozenSite
-from alignment.interchange import Interchange
+from alignment.interchange import Interchange, PositionedPairs
+from alignment.intervals import bootstrap_interval, encode
 from alignment.interventions import build_intervention
-from alignment.metrics import interchange_accuracy, task_accuracy
+from alignment.metrics import Accuracy, correct_per_pair, task_accuracy
 from alignment.models import LoadedModel, load_model
 from alignment.parallel import DataParallel
 from alignment.persistence import atomic_write_text, model_identity, save_intervention
 from alignment.prompts import PromptTable
-from alignment.sites import layer_site
+from alignment.sites import component_site
 from alignment.train import Report, TrainState, train
 from causal_models import Hypothesis, get_task, make_splits, to_dataset
+from causal_models.dataset import row_floors
 
 log = logging.getLogger(__name__)
 Rows = Sequence[Mapping[str, Any]]
@@ -63,7 +70,7 @@ def resolve(config: TrialConfig, loaded: LoadedModel) -> TrialConfig:
 
 def hypothesis_of(config: TrialConfig) -> Hypothesis:
     return Hypothesis(config.causal_model or "", config.variables, config.layer or 0, config.position,
-                      config.intervention.kind, config.source_position)
+                      config.intervention.kind, config.source_position, config.component, config.position_tokens)
 
 
 def build_splits(config: TrialConfig) -> dict[str, Rows]:
@@ -78,16 +85,22 @@ def build_splits(config: TrialConfig) -> dict[str, Rows]:
     return {split: list(to_dataset(pairs, template)) for split, pairs in pair_sets.items()}
 
 
-def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs | None = None,
-              report: Report | None = None, resume: TrainState | None = None,
-              parallel: DataParallel | None = None) -> dict[str, Any]:
-    """Train and evaluate one hypothesis; write the outputs; return the summary.
+@dataclass
+class PreparedTrial:
+    """A trial ready to train or evaluate: resolved config, model, token tensors, the site, positioned pairs."""
 
-    `parallel` is for a worker of a sharded trial (cluster.run_sharded_trial), which runs this
-    on every worker with its part of each batch.
-    """
-    started = time.perf_counter()
-    inputs = inputs or TrialInputs()
+    config: TrialConfig
+    loaded: LoadedModel
+    data: TrialData
+    interchange: Interchange
+    positioned: dict[str, PositionedPairs]
+    prealign: Accuracy
+    floors: dict[str, float]
+
+
+def prepare_trial(config: TrialConfig, output: Path, inputs: TrialInputs,
+                  parallel: DataParallel | None = None) -> PreparedTrial:
+    """Resolve the config, write config.json, build the data and the site, measure prealign accuracy."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
@@ -101,37 +114,85 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     interchange = build_interchange(config, loaded.model, data.table, inputs.cache_dir)
     positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
     # Everything is checked (positions included) before the first write: bad input changes no file.
-    output = _start_output(Path(output_dir), config, fresh=resume is None)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
     prealign = _prealign(interchange, data, config, parallel)
     log.info("prealign accuracy %.3f (task accuracy of the un-intervened model)", prealign.answers)
+    return PreparedTrial(config, loaded, data, interchange, positioned, prealign, row_floors(splits["test"]))
+
+
+def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs | None = None,
+              report: Report | None = None, resume: TrainState | None = None,
+              parallel: DataParallel | None = None) -> dict[str, Any]:
+    """Train and evaluate one hypothesis; write the outputs; return the summary.
+
+    With `report` (a sweep), every evaluation that improves the best dev IIA also evaluates
+    the test split with that state and hands it to `report` as the row's "test_at_best"
+    (`iia_fields` plus "step" and "boundary_widths"): a trial stopped at any report has its
+    test IIA at its best dev state. `parallel` is for a worker of a sharded trial
+    (cluster.run_sharded_trial), which runs this on every worker with its part of each batch.
+    """
+    started = time.perf_counter()
+    output = Path(output_dir)
+    trial = prepare_trial(config, output, inputs or TrialInputs(), parallel)
+    config, interchange = trial.config, trial.interchange
     if resume is not None:
         _truncate_metrics(output / "metrics.jsonl", resume.step)
+    else:  # a new run in the folder of an earlier one (align --overwrite): its results go first
+        (output / "summary.json").unlink(missing_ok=True)
+        shutil.rmtree(output / "intervention", ignore_errors=True)
+    if report is not None:
+        report = _with_test_at_best(report, trial, parallel, resume.best_dev_iia if resume else -1.0)
     with open(output / "metrics.jsonl", "w" if resume is None else "a") as metrics:
         def record(row: dict[str, Any]) -> None:
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
         if resume is None:
-            record({"step": 0, "prealign_accuracy": prealign.answers,
-                    "prealign_accuracy_full_vocab": prealign.full_vocab})
-        result = train(interchange, positioned["train"], positioned["dev"], data.answer_ids, config.intervention,
-                       config.train, record=record, report=report, resume=resume, parallel=parallel)
+            record({"step": 0, "prealign_accuracy": trial.prealign.answers,
+                    "prealign_accuracy_full_vocab": trial.prealign.full_vocab})
+        result = train(interchange, trial.positioned["train"], trial.positioned["dev"], trial.data.answer_ids,
+                       config.intervention, config.train, record=record, report=report, resume=resume,
+                       parallel=parallel)
     interchange.intervention.load_state_dict(result.best_intervention)
-    test = interchange_accuracy(interchange, positioned["test"], data.answer_ids, config.train.eval_batch_size,
-                                parallel)
-    summary = _summary(config, loaded, interchange, data, prealign, result, test, time.perf_counter() - started)
-    save_intervention(output / "intervention", interchange.intervention, _description(config, loaded, summary))
+    test = iia_fields(*correct_per_pair(interchange, trial.positioned["test"], trial.data.answer_ids,
+                                         config.train.eval_batch_size, parallel))
+    summary = _summary(trial, result, test, time.perf_counter() - started)
+    save_intervention(output / "intervention", interchange.intervention, _description(config, trial.loaded, summary))
     atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _start_output(output: Path, config: TrialConfig, fresh: bool) -> Path:
-    """Write the resolved config; a fresh run first drops the results of an earlier run in the folder."""
-    output.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        (output / "summary.json").unlink(missing_ok=True)
-        shutil.rmtree(output / "intervention", ignore_errors=True)
-    atomic_write_text(output / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
-    return output
+def iia_fields(answers: Tensor, full_vocab: Tensor) -> dict[str, Any]:
+    """The test IIA of per-pair correctness, its bootstrap 95% interval, and the correctness itself."""
+    low, high = bootstrap_interval(answers.int().tolist())
+    return {"test_iia": int(answers.sum()) / len(answers), "test_iia_full_vocab": int(full_vocab.sum()) / len(answers),
+            "n_test": len(answers), "test_iia_ci_low": low, "test_iia_ci_high": high,
+            "test_correct": encode(answers.tolist())}
+
+
+def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None,
+                       best: float) -> Report:
+    """`report`, with the test split evaluated whenever the best dev IIA improves (not at the last
+    evaluation: the summary's test evaluation follows it)."""
+    seen = {"best": best}
+
+    def wrapped(row: dict[str, Any], snapshot: Callable[[], TrainState]) -> None:
+        improved = row["best_dev_iia"] > seen["best"]
+        seen["best"] = max(seen["best"], row["best_dev_iia"])
+        if improved and not row.get("final"):
+            answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
+                                             trial.config.train.eval_batch_size, parallel)
+            row = {**row, "test_at_best": {"step": row["step"], "best_dev_iia": row["best_dev_iia"],
+                                           **iia_fields(answers, full), **_site_fields(trial)}}
+        report(row, snapshot)
+    return wrapped
+
+
+def _site_fields(trial: PreparedTrial) -> dict[str, Any]:
+    """The current hard widths and the site's size: what a same-width random rotation control needs."""
+    intervention = trial.interchange.intervention
+    return {"boundary_widths": dict(zip(trial.config.variables, intervention.mask.sizes())),
+            "hidden_size": intervention.hidden_size, **{f"floor_{k}": v for k, v in trial.floors.items()}}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -155,7 +216,7 @@ def build_interchange(config: TrialConfig, model: Any, table: PromptTable, cache
 
     `config` must name its variables (a resolved config: `resolve(config, loaded)`).
     """
-    site = config.site or layer_site(model, config.layer or 0)
+    site = config.site or component_site(model, config.layer or 0, config.component)
     frozen = FrozenSite(model, site, table, config.train.cache, config.train.cache_budget_mb, cache_dir)
     intervention = build_intervention(
         config.intervention.kind, frozen.hidden_size(), len(config.variables),
@@ -171,22 +232,19 @@ def _prealign(interchange: Interchange, data: TrialData, config: TrialConfig,
     return task_accuracy(interchange, rows, labels, data.answer_ids, config.train.eval_batch_size, parallel)
 
 
-def _summary(config: TrialConfig, loaded: LoadedModel, interchange: Interchange, data: TrialData, prealign: Any,
-             result: Any, test: Any, seconds: float) -> dict[str, Any]:
-    test_pairs = data.split("test")
-    sizes = interchange.intervention.mask.sizes()
+def _summary(trial: PreparedTrial, result: Any, test: dict[str, Any], seconds: float) -> dict[str, Any]:
+    config, interchange = trial.config, trial.interchange
     examples = result.steps * config.train.batch_size * config.train.gradient_accumulation
     return {
         "hypothesis": hypothesis_of(config).id, "task": config.task, "causal_model": config.causal_model,
         "variables": list(config.variables), "layer": config.layer, "site": interchange.frozen.site,
-        "position": config.position, "source_position": config.source_position or config.position,
+        "component": config.component, "position": config.position,
+        "position_label": hypothesis_of(config).label, "source_position": config.source_position or config.position,
         "intervention": config.intervention.kind, "seed": config.train.seed,
-        "prealign_accuracy": prealign.answers, "prealign_accuracy_full_vocab": prealign.full_vocab,
-        "best_dev_iia": result.best_dev_iia, "best_step": result.best_step, "steps": result.steps,
-        "test_iia": test.answers, "test_iia_full_vocab": test.full_vocab, "n_test": test.n,
-        "test_unchanged_share": float((test_pairs.labels == test_pairs.base_labels).float().mean()),
-        "boundary_widths": dict(zip(config.variables, sizes)), "hidden_size": interchange.intervention.hidden_size,
-        "cached": interchange.frozen.cached, "model": model_identity(loaded.model, config.model_path),
+        "prealign_accuracy": trial.prealign.answers, "prealign_accuracy_full_vocab": trial.prealign.full_vocab,
+        "best_dev_iia": result.best_dev_iia, "best_step": result.best_step, "steps": result.steps, **test,
+        "test_unchanged_share": trial.floors["no_op"], **_site_fields(trial), "cached": interchange.frozen.cached,
+        "model": model_identity(trial.loaded.model, config.model_path),
         "seconds": round(seconds, 2), "train_examples_per_second": round(examples / max(seconds, 1e-9), 1),
     }
 

@@ -85,8 +85,8 @@ def align_search_results(folder: Path) -> list[dict[str, Any]]:
     with open(folder / "results.csv") as handle:
         rows = [r for r in csv.DictReader(handle) if r["role"] == "hypothesis"]
     return [{"hypothesis": r["hypothesis"], "causal_model": r["causal_model"], "layer": int(r["layer"]),
-             "position": r["position"], "test_iia": float(r["score"]) if r["score"] else None,
-             "status": r["status"], "stop_reason": r["stop_reason"]} for r in rows]
+             "position": r["position"], "test_iia": float(r["test_iia"]) if r["test_iia"] else None,
+             "status": r["status"], "stopped_by": r["stopped_by"]} for r in rows]
 
 
 def sweep_pairs(folder: Path, variable: str, tokenizer: Any, template: str) -> TrialData:

@@ -176,8 +176,8 @@ def check_equal_work(theirs: PyveneTrainer, ours: AlignSearchTrainer, batch: Pos
     frozen = ours.interchange.frozen
     pairs = batch.pairs
     with torch.no_grad():
-        base = frozen.vectors(pairs.base_rows, batch.base_positions)                          # (B, hidden)
-        source = frozen.vectors(pairs.source_rows[:, 0], batch.source_positions[:, 0])         # (B, hidden)
+        base = frozen.vectors(pairs.base_rows, batch.base_positions[:, 0])                    # (B, hidden)
+        source = frozen.vectors(pairs.source_rows[:, 0], batch.source_positions[:, 0, 0])      # (B, hidden)
         theirs_out = theirs.intervention(base.float(), source.float())
         ours_out = ours.intervention(base, source[:, None], pairs.active.to(device)).float()
         pyvene_logits = theirs.logits(base_ids, source_ids)
@@ -200,7 +200,7 @@ def check_equal_work(theirs: PyveneTrainer, ours: AlignSearchTrainer, batch: Pos
 
 def uniform_position(pairs: PositionedPairs) -> int:
     """The one token index of the site in every base and source prompt (pyvene's tutorial takes an int)."""
-    positions = torch.cat([pairs.base_positions, pairs.source_positions[pairs.pairs.active]])
+    positions = torch.cat([pairs.base_positions.flatten(), pairs.source_positions[pairs.pairs.active].flatten()])
     if not bool((positions == positions[0]).all()):
         raise SystemExit("the benchmark needs every prompt to put the site at the same token index "
                          f"(pyvene's tutorial passes one int), got {sorted(set(positions.tolist()))}")

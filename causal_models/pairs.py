@@ -12,6 +12,14 @@ share of *unchanged* pairs, whose counterfactual label equals the base label (a 
 ignores the intervention gets those right for free). A third check warns when two variables
 are indistinguishable on the sampled pairs: if swapping either gives the same label on nearly
 every pair, no IIA can tell the hypotheses apart.
+
+Two *floors* say what IIA an intervention that knows nothing reaches on a pair set (`floors`):
+`no_op`, the share of pairs whose counterfactual label equals the base's own answer (leave the
+base alone), and `copy_source`, the share whose counterfactual label equals the source's own
+answer (paste the source's answer). A pair of several variables has one source per variable;
+its `copy_source` floor is that of the best single variable's source (copying always the
+source of one fixed variable is a strategy an intervention could learn; choosing per pair is
+not). IIA means something only above the larger floor.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import random
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from causal_models.causal_model import CausalModel, CausalModelError
@@ -33,12 +41,13 @@ MAX_BALANCED_LABELS = 16
 
 @dataclass(frozen=True)
 class CounterfactualPair:
-    """A base input, the source input of each intervened variable, and the two labels."""
+    """A base input, the source input of each intervened variable, the two labels, and each source's own answer."""
 
     base: dict[str, Any]
     sources: dict[str, dict[str, Any]]
     base_output: Any
     counterfactual_output: Any
+    source_outputs: dict[str, Any]
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -47,7 +56,20 @@ class CounterfactualPair:
 
 @dataclass(frozen=True)
 class PairStats:
-    """What the sampler achieved, reported beside the data."""
+    """What the sampler achieved, reported beside the data.
+
+    unchanged_share: the share of pairs whose label does not change (the `no_op` floor).
+    floor_copy_source: the share whose label is the source's own answer (see `floors`).
+    distinct_inputs: distinct inputs (bases and sources) the pairs use.
+    rejected: draws thrown away, by the rule that rejected them ("held_out": an input of
+        another split; "label_quota": its label's share was full; "unchanged": the
+        max_unchanged budget was spent).
+    held_out, shared_inputs, reserved_inputs: set by `make_splits` for the splits after the
+        first: whether no input of the split occurs in the first split, how many distinct
+        inputs they share (0 when held out), and how many distinct inputs were reserved for
+        the held-out splits before the first was sampled (None: the input space is large
+        enough that excluding the first split's inputs sufficed).
+    """
 
     n: int
     label_shares: dict[str, float]
@@ -57,6 +79,12 @@ class PairStats:
     max_unchanged: float | None
     attempts: int
     indistinguishable: list[tuple[str, str, float]]
+    floor_copy_source: float = 0.0
+    distinct_inputs: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    held_out: bool | None = None
+    shared_inputs: int | None = None
+    reserved_inputs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "indistinguishable": [list(t) for t in self.indistinguishable]}
@@ -119,6 +147,8 @@ def sample_pairs(
     quotas = _quotas(n, len(groups), label_values)
     unchanged_budget = n if max_unchanged is None else int(max_unchanged * n)
     counts: Counter[tuple[int, Any]] = Counter()
+    rejected: Counter[str] = Counter()
+    seen: set[str] = set()
     pairs: list[CounterfactualPair] = []
     unchanged = attempts = 0
     for slot in itertools.cycle(range(len(groups))):
@@ -128,18 +158,25 @@ def sample_pairs(
             continue
         attempts += 1
         if attempts > n * max_attempts_per_pair:
-            raise SamplingError(_explain_failure(causal_model, n, pairs, counts, quotas, max_unchanged))
+            failure = _Failure(causal_model.name, n, len(pairs), attempts - 1, len(seen), rejected,
+                               _missing(counts, quotas), max_unchanged, len(exclude or ()))
+            raise SamplingError(failure.explain())
         pair = _draw(causal_model, groups[slot], sampler, rng)
+        keys = [input_key(x) for x in (pair.base, *pair.sources.values())]
+        seen.update(keys)
         key = (slot, pair.counterfactual_output if label_values is not None else None)
         is_unchanged = pair.counterfactual_output == pair.base_output
-        if (_uses_excluded(pair, exclude) or counts[key] >= quotas.get(key, 0)
-                or (is_unchanged and unchanged >= unchanged_budget)):
+        reason = ("held_out" if exclude and any(k in exclude for k in keys) else
+                  "label_quota" if counts[key] >= quotas.get(key, 0) else
+                  "unchanged" if is_unchanged and unchanged >= unchanged_budget else None)
+        if reason is not None:
+            rejected[reason] += 1
             continue
         counts[key] += 1
         unchanged += is_unchanged
         pairs.append(pair)
     rng.shuffle(pairs)
-    stats = _stats(causal_model, variables, pairs, label_values is not None, max_unchanged, attempts)
+    stats = _stats(causal_model, variables, pairs, label_values is not None, max_unchanged, attempts, rejected)
     return PairSet(causal_model.name, tuple(variables), seed, tuple(pairs), stats)
 
 
@@ -149,13 +186,6 @@ def _slot_filled(slot: int, quotas: dict[tuple[int, Any], int],
     return sum(v for (g, _), v in quotas.items() if g == slot) == sum(v for (g, _), v in counts.items() if g == slot)
 
 
-def _uses_excluded(pair: CounterfactualPair, exclude: set[str] | None) -> bool:
-    """Whether the pair's base or any source has inputs held out by `exclude`."""
-    if not exclude:
-        return False
-    return any(input_key(x) in exclude for x in (pair.base, *pair.sources.values()))
-
-
 def input_key(inputs: dict[str, Any]) -> str:
     """A hashable, order-independent key of an input assignment."""
     return repr(sorted(inputs.items()))
@@ -163,7 +193,33 @@ def input_key(inputs: dict[str, Any]) -> str:
 
 def used_inputs(pair_set: PairSet) -> set[str]:
     """Keys of every base and source input in `pair_set`."""
-    return {input_key(x) for p in pair_set.pairs for x in (p.base, *p.sources.values())}
+    return _used(pair_set.pairs)
+
+
+def _used(pairs: Sequence[CounterfactualPair]) -> set[str]:
+    return {input_key(x) for p in pairs for x in (p.base, *p.sources.values())}
+
+
+def floors(labels: Sequence[Any], base_labels: Sequence[Any],
+           source_labels: Sequence[Sequence[Any]]) -> dict[str, float]:
+    """The IIA of two interventions that know nothing: leave the base alone, or paste a source's answer.
+
+    Args:
+        labels: each pair's counterfactual label.
+        base_labels: each pair's base answer.
+        source_labels: each pair's sources' own answers, in the pair's variable order.
+    Returns:
+        {"no_op": share of labels equal to the base answer, "copy_source": the largest share,
+        over source slots j, of labels equal to the answer of source j} (see the module docstring).
+    """
+    n = len(labels)
+    if n == 0:
+        return {"no_op": 0.0, "copy_source": 0.0}
+    no_op = sum(label == base for label, base in zip(labels, base_labels)) / n
+    slots = max((len(sources) for sources in source_labels), default=0)
+    copy = max((sum(len(sources) > j and label == sources[j] for label, sources in zip(labels, source_labels)) / n
+                for j in range(slots)), default=0.0)
+    return {"no_op": round(no_op, 4), "copy_source": round(copy, 4)}
 
 
 def indistinguishable_variables(
@@ -235,13 +291,14 @@ def _draw(causal_model: CausalModel, group: tuple[str, ...], sampler: InputSampl
           rng: random.Random) -> CounterfactualPair:
     base = sampler(rng)
     sources = {variable: sampler(rng) for variable in group}
-    base_output = causal_model.run(base)[causal_model.output]
-    counterfactual = causal_model.interchange(base, sources)[causal_model.output]
-    return CounterfactualPair(base, sources, base_output, counterfactual)
+    output = causal_model.output
+    counterfactual = causal_model.interchange(base, sources)[output]
+    source_outputs = {variable: causal_model.run(source)[output] for variable, source in sources.items()}
+    return CounterfactualPair(base, sources, causal_model.run(base)[output], counterfactual, source_outputs)
 
 
 def _stats(causal_model: CausalModel, variables: Sequence[str], pairs: list[CounterfactualPair],
-           balanced: bool, max_unchanged: float | None, attempts: int) -> PairStats:
+           balanced: bool, max_unchanged: float | None, attempts: int, rejected: Counter[str]) -> PairStats:
     n = len(pairs)
     labels = Counter(str(p.counterfactual_output) for p in pairs)
     indistinguishable = indistinguishable_variables(causal_model, pairs[:2000], variables)
@@ -260,14 +317,45 @@ def _stats(causal_model: CausalModel, variables: Sequence[str], pairs: list[Coun
         max_unchanged=max_unchanged,
         attempts=attempts,
         indistinguishable=indistinguishable,
+        floor_copy_source=floors([p.counterfactual_output for p in pairs], [p.base_output for p in pairs],
+                                 [[p.source_outputs[v] for v in p.variables] for p in pairs])["copy_source"],
+        distinct_inputs=len(_used(pairs)),
+        rejected=dict(rejected),
     )
 
 
-def _explain_failure(causal_model: CausalModel, n: int, pairs: list[CounterfactualPair],
-                     counts: Counter[tuple[int, Any]], quotas: dict[tuple[int, Any], int],
-                     max_unchanged: float | None) -> str:
-    short = {f"{g}:{label}": quotas[(g, label)] - counts[(g, label)]
-             for (g, label) in quotas if counts[(g, label)] < quotas[(g, label)]}
-    return (f"could not sample {n} pairs for causal model {causal_model.name!r}: got {len(pairs)}; "
-            f"still missing (variable group:label -> count) {short} with max_unchanged={max_unchanged}. "
-            f"Loosen max_unchanged or set balance_labels=False")
+def _missing(counts: Counter[tuple[int, Any]], quotas: dict[tuple[int, Any], int]) -> dict[str, int]:
+    """Pairs still missing per (variable group, label) cell."""
+    return {f"{g}:{label}": quotas[(g, label)] - counts[(g, label)]
+            for (g, label) in quotas if counts[(g, label)] < quotas[(g, label)]}
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why sampling gave up, in numbers; `explain` names the limit that was hit and the knob that moves it."""
+
+    causal_model: str
+    n: int
+    got: int
+    draws: int
+    distinct: int
+    rejected: Counter[str]
+    missing: dict[str, int]
+    max_unchanged: float | None
+    excluded: int
+
+    def explain(self) -> str:
+        head = (f"could not sample {self.n} pairs for causal model {self.causal_model!r}: got {self.got} after "
+                f"{self.draws} draws, which held {self.distinct} distinct inputs; ")
+        limit = max(("held_out", "label_quota", "unchanged"), key=lambda reason: self.rejected[reason])
+        share = self.rejected[limit] / max(1, self.draws)
+        if limit == "held_out":
+            return head + (f"{share:.0%} of draws used one of the {self.excluded} inputs held out for another split "
+                           f"(the held-out exclusion: dev and test pairs never reuse a training input). The input "
+                           f"space is too small for these sizes: lower data.n_train, data.n_dev or data.n_test")
+        if limit == "unchanged":
+            return head + (f"{share:.0%} of draws were unchanged pairs (label equal to the base answer) beyond "
+                           f"max_unchanged={self.max_unchanged}. Loosen max_unchanged (data.max_unchanged)")
+        return head + (f"still missing (variable group:label -> count) {self.missing}: those labels are too rare "
+                       f"among the draws to fill an equal share each (the balance). Set balance_labels=False "
+                       f"(data.balance_labels=false) or loosen max_unchanged (now {self.max_unchanged})")

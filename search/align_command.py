@@ -42,7 +42,10 @@ FLAGS = (
     Flag(("--variables",), ("variables",), lambda text: tuple(text.split(",")), "comma-separated"),
     Flag(("--layer",), ("layer",), integer(0), "decoder layer (its output is the site)"),
     Flag(("--site",), ("site",), str, "a module path, for sites other than a decoder layer's output"),
-    Flag(("--position",), ("position",), str, "a named position or token index (default: last)"),
+    Flag(("--component",), ("component",), str, "block (the layer's output, the default), attention or mlp "
+                                                 "(what that sub-layer adds to the residual stream)"),
+    Flag(("--position",), ("position",), str, "a named position, a token index, or a group a+b of them "
+                                               "(default: last)"),
     Flag(("--source-position", "--source_position"), ("source_position",), str),
     Flag(("--intervention",), ("intervention.kind",), str, "boundless, das, low_rank, full_swap, ..."),
     Flag(("--subspace-dim", "--subspace_dim"), ("intervention.subspace_dim",), POSITIVE),

@@ -18,6 +18,7 @@ import tomllib
 from alignment.config import DataConfig, InterventionConfig, TrainConfig
 from alignment.config_io import ConfigError, from_dict, override, positive, to_dict
 from alignment.hub import hub_id
+from causal_models.hypotheses import Component, grid_positions
 
 # The validity controls a found alignment is checked against (search/controls.py), defined once.
 ControlKind = Literal["random_rotation", "random_model", "full_swap"]
@@ -28,20 +29,26 @@ TRACKING_URI = re.compile(r"^(https?://[^\s/]+\S*|sqlite:///\S+|(postgresql|mysq
 
 @dataclass(frozen=True)
 class HypothesesConfig:
-    """The grid: causal models x variable sets x layers x positions x interventions x seeds.
+    """The grid: causal models x variable sets x layers x components x positions x interventions x seeds.
 
     variables: variable sets (each a list) aligned under every causal model; empty: each
         causal model's own default variables.
     layers: "all", a range "0-3", a list "0,2" or a TOML list of ints.
-    positions: "all" (every named position of the template) or a list of names.
+    positions: "all" (every named position of the template), "every" (every token, as offsets
+        from the end over the shortest prompt: -1 is the last token), or a list mixing names,
+        integer offsets, "all", "every" and groups: a list of positions such as
+        ["amount_first_digit", "last"] is one hypothesis whose intervention acts at all its tokens.
+    components: "block" (the layer's output, the residual stream), "attention", "mlp" (what
+        that sub-layer adds to the residual stream).
     seeds: one trial per seed per hypothesis (DAS results vary with the rotation's init).
     """
 
     causal_models: tuple[str, ...] = ("left_boundary", "right_boundary", "mid_point_distance", "bracket_identity")
     variables: tuple[tuple[str, ...], ...] = ()
     layers: str | tuple[int, ...] = "all"
-    positions: str | tuple[str, ...] = ("amount_first_digit", "amount_last_digit", "amount_dollars",
-                                        "amount_newline", "response_colon", "last")
+    positions: str | tuple[str | int | tuple[str | int, ...], ...] = (
+        "amount_first_digit", "amount_last_digit", "amount_dollars", "amount_newline", "response_colon", "last")
+    components: tuple[Component, ...] = ("block",)
     interventions: tuple[str, ...] = ("boundless",)
     seeds: tuple[int, ...] = (0,)
     shard: int = 1
@@ -51,25 +58,46 @@ class HypothesesConfig:
             raise ConfigError("hypotheses.causal_models must name at least one causal model")
         if not self.seeds:
             raise ConfigError("hypotheses.seeds must list at least one seed")
+        if not self.components or len(set(self.components)) != len(self.components):
+            raise ConfigError(f"hypotheses.components must list each of block, attention, mlp at most once, "
+                              f"got {list(self.components)}")
+        if not self.positions:
+            raise ConfigError('hypotheses.positions must be "all", "every" or a non-empty list')
         positive("hypotheses.shard", self.shard)
+        try:
+            grid_positions(self.positions, (), 1)
+        except ValueError as error:
+            raise ConfigError(f"hypotheses.positions: {error}") from None
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Early stopping. Steps are counted in reports (one every train.eval_every optimizer steps).
+    """Early stopping of the grid's trials, counted in *hard reports*.
 
-    kind: "asha" stops weak trials at rungs; "fifo" runs every trial to the end.
-    grace_period, reduction_factor: ASHA's (metric "iia", mode max).
+    Hard-mask IIA judges the mask training produced only once the boundary temperature is
+    low enough that the soft mask is within ~0.1 of the hard one (`alignment.train.
+    mask_hard_step`: with the 2023 schedule 50 -> 0.1 over 300 steps, step 299). A hard report
+    is an evaluation (one every train.eval_every steps, plus the last) after that step; for
+    fixed masks (das, full_swap) every evaluation is one. Before its first hard report a trial
+    is never stopped, so the values below count hard reports, not reports: a schedule that
+    anneals late leaves early stopping little or nothing to do, which is the point. The last
+    evaluation, the task's control causal models and the controls phase are never stopped.
+
+    kind: "asha" stops weak trials at rungs; "fifo" runs every trial to the end (the collapse
+        rule still applies).
+    grace_period: ASHA's first rung, in hard reports (1: the first hard report); the later
+        rungs come at grace_period * reduction_factor^k hard reports.
+    reduction_factor: ASHA's (metric "iia", mode max): the share 1/reduction_factor survives a rung.
     collapse_width / collapse_after: stop a trial whose learned boundary has at most
-        `collapse_width` dimensions for some variable after `collapse_after` reports (the
-        paper's sign that no alignment exists); -1 turns the rule off.
+        `collapse_width` dimensions for some variable at its `collapse_after`-th hard report or
+        later (a hard mask of width 0 swaps nothing and does not grow back); -1 turns it off.
     """
 
     kind: Literal["asha", "fifo"] = "asha"
-    grace_period: int = 2
+    grace_period: int = 1
     reduction_factor: int = 2
     collapse_width: int = 0
-    collapse_after: int = 3
+    collapse_after: int = 1
 
     def __post_init__(self) -> None:
         positive("scheduler.grace_period", self.grace_period)
@@ -121,18 +149,25 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class ControlsConfig:
-    """The validity controls run after the grid for the best hypotheses of each causal model.
+    """The validity controls run after the grid for the best hypotheses (by dev IIA) of each causal model.
 
-    top_k: hypotheses per causal model that get controls (0 turns the phase off).
-    kinds: random_rotation, random_model, full_swap.
+    top_k: hypotheses per causal model that get controls (0 turns the phase off, and the
+        verdict can then only say "unchecked").
+    kinds: random_rotation (untrained, at the hypothesis's learned hard width, over
+        `random_draws` draws: what a subspace claim must beat), random_model (the hypothesis
+        trained on a randomly initialised copy of the model: a sanity check it must beat) and
+        full_swap (the whole vector swapped, untrained: a description of what the site
+        carries, not a rival). The verdict needs random_rotation and random_model.
     seeds: more seeds of each such hypothesis (its IIA is then a mean over seeds).
-    margin: how far above every control an alignment must be to count as found.
+    margin: how far above each floor and control an alignment must be to count as found.
+    random_draws: random rotations the random_rotation control is evaluated over (mean, sd).
     """
 
     top_k: int = 1
     kinds: tuple[ControlKind, ...] = CONTROL_KINDS
     seeds: tuple[int, ...] = (1, 2)
     margin: float = 0.05
+    random_draws: int = 10
 
     def __post_init__(self) -> None:
         positive("controls.top_k", self.top_k, allow_zero=True)
@@ -141,6 +176,8 @@ class ControlsConfig:
                 raise ConfigError(f"controls.kinds must be among {', '.join(CONTROL_KINDS)}, got {kind!r}")
         if not 0.0 <= self.margin < 1.0:
             raise ConfigError(f"controls.margin must be in [0, 1), got {self.margin}")
+        if self.random_draws < 2:
+            raise ConfigError(f"controls.random_draws must be >= 2 (a mean and a spread), got {self.random_draws}")
 
 
 @dataclass(frozen=True)

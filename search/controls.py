@@ -1,14 +1,19 @@
 """Validity controls: the second phase of a sweep, run for the best hypotheses of each causal model.
 
 A high IIA can be an illusion: patching a subspace can wake a dormant pathway, and expressive
-maps reach high IIA even on random models. So each found alignment is checked, as ordinary
-trials (in the sweep, in MLflow, cached like the rest), against:
-- random_rotation: a frozen random rotation with a learned boundary, same site;
-- random_model: the same hypothesis on a randomly initialised copy of the model;
-- full_swap: swapping the whole vector at the same site (is the subspace doing less?);
-plus more seeds of the hypothesis itself (mean and spread, not the best of one), the task's
-control causal models (already in the grid) and the held-out test pairs (every trial's test
-split shares no inputs with its training split). The report's verdict needs a margin over each.
+maps reach high IIA even on random models. So the best hypotheses of each causal model (by
+dev IIA, top_k of them) are checked, as ordinary trials (in the sweep, in MLflow, cached like
+the rest), against:
+- random_rotation: a frozen random rotation at the hypothesis's learned hard width per
+  variable, untrained, evaluated over `controls.random_draws` draws on the hypothesis's own
+  test pairs at its site (`alignment.untrained`): a subspace claim must beat it;
+- random_model: the same hypothesis trained on a randomly initialised copy of the model: a
+  sanity check that the alignment needs the trained weights;
+- full_swap: the whole vector swapped at the same site, untrained: a description of what the
+  site carries (it also moves the token's identity and whatever else is there), not a rival;
+plus more seeds of the hypothesis itself (mean and spread, not the best of one). The task's
+control causal models (already in the grid) and the floors of the pairs complete the
+verdict (`search/verdict.py`). The controls phase runs FIFO: no control is stopped early.
 """
 
 from __future__ import annotations

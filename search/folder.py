@@ -8,7 +8,8 @@
       data/prompts.json   every prompt of every trial: one shared prompt table, one cache per layer
       cache/              hidden states per layer (memory-mapped .npy, shared by trials)
       trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json,
-                          checkpoint/, attempts.jsonl (one line per attempt: pid, node, step it resumed from)
+                          checkpoint/, attempts.jsonl (one line per attempt: pid, node, step it resumed from),
+                          best.json (test IIA and widths at the best dev state so far: a stopped trial's score)
       ray/                Ray Tune's experiment state (for --resume)
       mlflow.db           the default MLflow store; mlartifacts/ its artifacts
       results.csv, heatmap_<causal model>.png, report.md
@@ -226,6 +227,14 @@ class SweepFolder:
 
     def status(self, key: str) -> dict[str, Any] | None:
         return read_trial_file(self.trial_dir(key) / "status.json")
+
+    def best(self, key: str) -> dict[str, Any] | None:
+        """The trial's test IIA and widths at its best dev state so far (written as it reports)."""
+        path = self.trial_dir(key) / "best.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_best(self, key: str, values: dict[str, Any]) -> None:
+        atomic_write_text(self.trial_dir(key) / "best.json", json.dumps(values, indent=2) + "\n")
 
     def write_status(self, key: str, **values: Any) -> None:
         atomic_write_text(self.trial_dir(key) / "status.json", json.dumps(values, indent=2) + "\n")

@@ -15,11 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from alignment.config import TrialConfig
 from alignment.config_io import ConfigError
-from alignment.models import ModelLoadError, locate_model, model_config, read_meta
+from alignment.models import ModelLoadError, is_gguf, load_tokenizer, locate_model, model_config, read_meta
 from alignment.persistence import atomic_write_text
+from alignment.prompts import PromptTable, build_prompt_table
 from causal_models import enumerate_hypotheses, get_task, make_splits, parse_layers, to_dataset
+from causal_models.hypotheses import CROSS, grid_positions, is_offset, position_members
 from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec, replacing
 
@@ -62,26 +66,66 @@ def template_name(config: SweepConfig, meta: dict[str, Any]) -> str:
     return str(name)
 
 
-def plan_trials(config: SweepConfig, n_layers: int, template: str) -> list[TrialSpec]:
-    """The grid of the config's hypotheses, one trial per seed."""
+@dataclass(frozen=True)
+class PromptFacts:
+    """What the sweep's prompts tell its grid, read through the model's tokenizer.
+
+    n_tokens: tokens in the shortest prompt ("every" is the offsets -n_tokens..-1).
+    tokens: offset ("-3") -> the text of its token in the sample prompt (a shortest one).
+    order: position name or offset -> its offset from the end in the sample prompt (to order
+        the grid's positions as the tokens run, like the paper's figures).
+    """
+
+    n_tokens: int
+    tokens: dict[str, str]
+    order: dict[str, int]
+
+
+def plan_trials(config: SweepConfig, n_layers: int, template: str,
+                prompts: PromptFacts | None = None) -> list[TrialSpec]:
+    """The grid of the config's hypotheses, one trial per seed.
+
+    Without `prompts` (checks made before the data exist), "every" stands for the last token only.
+    """
     task = get_task(config.task)
     grid = config.hypotheses
-    prompt_template = task.template(template)
-    positions = (list(prompt_template.position_names) if grid.positions == "all" else
-                 list(grid.positions) if not isinstance(grid.positions, str) else [grid.positions])
+    names = task.template(template).position_names
+    positions = grid_positions(grid.positions, names, prompts.n_tokens if prompts else 1)
+    if prompts is not None:
+        positions = _in_token_order(positions, prompts)
     try:
         layers = parse_layers(grid.layers if isinstance(grid.layers, str) else list(grid.layers), n_layers)
     except ValueError as error:  # a layer outside the model, an empty or malformed list
         raise ConfigError(f"hypotheses.layers: {error}") from None
     hypotheses = enumerate_hypotheses(task, layers, list(grid.causal_models),
                                       [list(v) for v in grid.variables] or None, positions,
-                                      list(grid.interventions), template)
+                                      list(grid.interventions), template, list(grid.components),
+                                      prompts.tokens if prompts else None)
     return [TrialSpec(h, seed) for h in hypotheses for seed in grid.seeds]
 
 
-def check_grid(config: SweepConfig, facts: ModelFacts, template: str) -> list[TrialSpec]:
+def _in_token_order(positions: list[str], prompts: PromptFacts) -> list[str]:
+    """Single positions as their tokens run in the sample prompt, then groups and cross-position ones as listed."""
+    singles = [p for p in positions if p in prompts.order]
+    singles.sort(key=lambda position: prompts.order[position])
+    return singles + [p for p in positions if p not in prompts.order]
+
+
+def data_sets(config: SweepConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """The (causal model, variables) pairs of the grid: one counterfactual dataset each."""
+    task = get_task(config.task)
+    found = []
+    for name in config.hypotheses.causal_models:
+        model = task.causal_model(name)
+        for variables in config.hypotheses.variables or (model.default_variables,):
+            found.append((name, tuple(variables)))
+    return sorted(set(found))
+
+
+def check_grid(config: SweepConfig, facts: ModelFacts, template: str,
+               prompts: PromptFacts | None = None) -> list[TrialSpec]:
     """The planned grid, checked against the model before any trial starts (a trial would fail much later)."""
-    specs = plan_trials(config, facts.layers, template)
+    specs = plan_trials(config, facts.layers, template, prompts)
     for spec in specs:
         check_width(spec.hypothesis.intervention, config.intervention.subspace_dim, len(spec.hypothesis.variables),
                     facts.hidden_size)
@@ -96,22 +140,45 @@ def check_width(kind: str, subspace_dim: int | None, n_variables: int, hidden_si
                           f"({kind} over {n_variables} variable(s) needs {width} dimensions), got {subspace_dim}")
 
 
-def check_positions(folder: SweepFolder, specs: list[TrialSpec], model_path: str) -> None:
-    """Every position of the grid must be found by the model's tokenizer in every prompt of the sweep."""
-    import torch
+def sweep_prompts(folder: SweepFolder, model_path: str, config: SweepConfig) -> tuple[PromptTable, Any] | None:
+    """Every prompt of the sweep in one table, tokenized by the model's tokenizer (and that tokenizer).
 
-    from alignment.models import load_tokenizer
-    from alignment.prompts import build_prompt_table
-
-    if Path(model_path).is_file():  # a GGUF tokenizer loads with its weights; the trials check it
-        return
+    None for a GGUF model whose grid names no token offset: its tokenizer is slow to read, and
+    its trials check their named positions themselves.
+    """
+    if is_gguf(model_path) and not _uses_offsets(config):
+        return None
     tokenizer = load_tokenizer(model_path)
     prompts = load_prompts(folder)
     names = sorted({name for _, positions in prompts for name in positions})
-    table = build_prompt_table(tokenizer, [text for text, _ in prompts], [p for _, p in prompts], names)
+    return build_prompt_table(tokenizer, [text for text, _ in prompts], [p for _, p in prompts], names), tokenizer
+
+
+def _uses_offsets(config: SweepConfig) -> bool:
+    positions = grid_positions(config.hypotheses.positions, (), 1)  # "every" as "-1"
+    return any(is_offset(member) for position in positions for side in position.split(CROSS)
+               for member in position_members(side))
+
+
+def prompt_facts(table: PromptTable, tokenizer: Any) -> PromptFacts:
+    """The shortest prompt's length, the text of each of its tokens by offset, and where its named positions are."""
+    sample = int(table.lengths.argmin())
+    n_tokens = int(table.lengths[sample])
+    ids = table.input_ids[sample].tolist()
+    tokens = {str(offset): tokenizer.decode([ids[offset]]) for offset in range(-n_tokens, 0)}
+    order = {str(offset): offset for offset in range(-n_tokens, 0)}
+    for column, name in enumerate(table.names):
+        index = int(table.named[sample, column])
+        if index >= 0:
+            order[name] = index - table.seq_len
+    return PromptFacts(n_tokens, tokens, order)
+
+
+def check_positions(table: PromptTable, specs: list[TrialSpec]) -> None:
+    """Every position of the grid must be found by the model's tokenizer in every prompt of the sweep."""
     used = {p for s in specs for p in (s.hypothesis.position, s.hypothesis.source_position) if p}
     for position in sorted(used):
-        table.token_index(position, torch.arange(len(table)))
+        table.token_indices(position, torch.arange(len(table)))
 
 
 def trial_config(config: SweepConfig, spec: TrialSpec, model_path: str, template: str) -> TrialConfig:
@@ -121,13 +188,16 @@ def trial_config(config: SweepConfig, spec: TrialSpec, model_path: str, template
     return TrialConfig(model_path=model_path, task=config.task, causal_model=hypothesis.causal_model,
                        variables=hypothesis.variables, layer=hypothesis.layer, position=hypothesis.position,
                        source_position=hypothesis.source_position, intervention=intervention,
-                       train=replace(config.train, seed=spec.seed), data=replace(config.data, template=template))
+                       train=replace(config.train, seed=spec.seed), data=replace(config.data, template=template),
+                       component=hypothesis.component,  # type: ignore[arg-type]
+                       position_tokens=hypothesis.position_tokens)
 
 
-def build_data(folder: SweepFolder, config: SweepConfig, specs: list[TrialSpec], template: str) -> None:
+def build_data(folder: SweepFolder, config: SweepConfig, datasets: list[tuple[str, tuple[str, ...]]],
+               template: str) -> None:
     """Write each (causal model, variables) dataset once, and the shared prompt list."""
     prompts: dict[str, dict[str, int]] = {}
-    for causal_model, variables in sorted({(s.hypothesis.causal_model, s.hypothesis.variables) for s in specs}):
+    for causal_model, variables in sorted(set(datasets)):
         directory = folder.data_dir(causal_model, variables)
         if not (directory / "done").is_file():
             _write_pairs(directory, config, causal_model, variables, template)

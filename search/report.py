@@ -1,12 +1,14 @@
 """The sweep report: results.csv, a layer x position IIA heatmap per causal model, ranking, verdict.
 
-A trial's score is its test IIA (held-out pairs, hard mask) when it ran to the end, else the
-best dev IIA it reported before it was stopped. Seeds of the same hypothesis are averaged
-(mean and standard deviation, not the 2023 analysis's max over seeds). A causal model's
-variables count as *found* when its best hypothesis reaches IIA close to the model's own task
-accuracy (within `NEAR_TASK`) and clearly above (by `controls.margin`) every control: the
-task's control causal models and the validity controls run for it (random rotation, random
-model, full swap; `search/controls.py`).
+One scoring rule for every trial, stopped early or not: its test IIA at its best dev state
+(a finished trial's summary; a stopped trial's best.json, written as it reported), with a
+bootstrap 95% interval (`alignment.intervals`). Seeds of the same hypothesis are averaged
+(mean and standard deviation of test IIA, not the 2023 analysis's max over seeds), and its
+interval resamples the shared test pairs jointly across seeds. Hypotheses are *ranked and
+selected on dev IIA* (the mean over seeds of each trial's best dev IIA); test IIA is what is
+reported. Each hypothesis carries the floors of its test pairs (`floor_no_op`,
+`floor_copy_source`, from the pairs alone). The verdict per causal model is
+`search/verdict.py`.
 """
 
 from __future__ import annotations
@@ -20,26 +22,37 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from alignment.intervals import RESAMPLES, SEED, bootstrap_interval, decode
 from alignment.persistence import atomic_write_text
 from causal_models import get_task
-from search.folder import SweepFolder, TrialSpec, read_jsonl, replacing
+from search.folder import SweepFolder, TrialSpec, data_name, read_jsonl
+from search.heatmaps import heatmaps
+from search.verdict import NEAR_TASK, SUBSPACE_SHARE, Control, Evidence, judge, state_words
 
-NEAR_TASK = 0.05
-COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "position", "intervention", "seed", "role",
-           "phase", "target", "status", "stop_reason", "stopped_at_step", "score", "prealign_accuracy", "best_dev_iia",
-           "test_iia", "test_iia_full_vocab", "test_unchanged_share", "boundary_widths", "node_id", "seconds",
-           "attempts")
+COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "component", "position", "position_label",
+           "intervention", "seed", "role", "phase", "target", "status", "stopped_by", "stopped_at_step", "error",
+           "prealign_accuracy", "best_dev_iia", "best_step", "test_iia", "test_iia_ci_low", "test_iia_ci_high",
+           "test_iia_sd", "draws", "test_iia_full_vocab", "floor_no_op", "floor_copy_source", "boundary_widths",
+           "hidden_size", "node_id", "seconds", "attempts")
+CI_METHOD = (f"percentile bootstrap, {RESAMPLES} resamples of the test pairs (seed {SEED}); over several seeds the "
+             f"pairs are resampled jointly and the seeds' IIA averaged (their spread is sd)")
+SCORED = ("prealign_accuracy", "best_dev_iia", "best_step", "test_iia", "test_iia_ci_low", "test_iia_ci_high",
+          "test_iia_sd", "draws", "test_iia_full_vocab", "hidden_size", "test_correct", "seconds")
 
 
 def trial_rows(folder: SweepFolder) -> list[dict[str, Any]]:
-    """One row per trial of the sweep, from its summary or its final status."""
+    """One row per trial of the sweep, from its summary, or its final status and best.json."""
     rows = []
+    floors: dict[str, dict[str, float | None]] = {}
     for spec in folder.read_trials():
-        summary, status = folder.summary(spec.key), folder.status(spec.key) or {}
-        row = _row(spec, summary, status)
+        row = _row(spec, folder.summary(spec.key), folder.status(spec.key) or {}, folder.best(spec.key) or {})
         row["attempts"] = len(folder.attempts(spec.key))
         if row.get("prealign_accuracy") is None:
             row["prealign_accuracy"] = _prealign(folder.trial_dir(spec.key) / "metrics.jsonl")
+        name = data_name(spec.hypothesis.causal_model, spec.hypothesis.variables)
+        if name not in floors:
+            floors[name] = _floors(folder.path / "data" / name / "stats.json")
+        row.update({k: v for k, v in floors[name].items() if v is not None})
         rows.append(row)
     return rows
 
@@ -50,132 +63,149 @@ def _prealign(path: Path) -> float | None:
     return rows[0].get("prealign_accuracy") if rows else None
 
 
-def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]) -> dict[str, Any]:
+def _floors(stats: Path) -> dict[str, float | None]:
+    """The floors of a dataset's test pairs, from the stats written beside them (computed from the pairs alone)."""
+    test = json.loads(stats.read_text()).get("test", {}) if stats.is_file() else {}
+    return {"floor_no_op": test.get("unchanged_share"), "floor_copy_source": test.get("floor_copy_source")}
+
+
+def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any],
+         best: dict[str, Any]) -> dict[str, Any]:
     hypothesis = spec.hypothesis
     row: dict[str, Any] = {"key": spec.key, "hypothesis": hypothesis.id, "causal_model": hypothesis.causal_model,
                            "variables": "+".join(hypothesis.variables), "layer": hypothesis.layer,
-                           "position": hypothesis.position, "intervention": hypothesis.intervention,
-                           "seed": spec.seed, "role": spec.role, "phase": spec.phase, "target": spec.target}
+                           "component": hypothesis.component, "position": hypothesis.position,
+                           "position_label": hypothesis.label, "intervention": hypothesis.intervention,
+                           "seed": spec.seed, "role": spec.role, "phase": spec.phase, "target": spec.target,
+                           "stopped_by": ""}
+    scored = summary if summary is not None else best if status.get("status") == "stopped_early" else {}
+    row.update({k: scored[k] for k in SCORED if k in scored})
+    row.update({k: scored[k] for k in ("floor_no_op", "floor_copy_source") if k in scored})
+    if "boundary_widths" in scored:
+        row["boundary_widths"] = json.dumps(scored["boundary_widths"])
     if summary is not None:
-        row.update({k: summary.get(k) for k in ("prealign_accuracy", "best_dev_iia", "test_iia",
-                                                "test_iia_full_vocab", "test_unchanged_share", "seconds")})
-        row.update(status="finished", score=summary["test_iia"],
-                   boundary_widths=json.dumps(summary.get("boundary_widths", {})))
+        row["status"] = "finished"
     else:
-        row.update(status=status.get("status", "pending"), stop_reason=status.get("reason") or status.get("error"),
-                   stopped_at_step=status.get("step"), best_dev_iia=status.get("best_dev_iia"),
-                   score=status.get("best_dev_iia"), node_id=status.get("node_id"))
+        row.update(status=status.get("status", "pending"), stopped_by=status.get("stopped_by", ""),
+                   stopped_at_step=status.get("step"), error=status.get("error"), node_id=status.get("node_id"))
+        row.setdefault("best_dev_iia", status.get("best_dev_iia"))
     return row
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sd of the score over seeds, per hypothesis (grid trials only), best first."""
+    """Per hypothesis (role "hypothesis", any phase): dev and test IIA over seeds, the test interval and
+    the floors; best dev IIA first."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        if row["role"] == "hypothesis" and row.get("score") is not None:
+        if row["role"] == "hypothesis" and row.get("test_iia") is not None:
             groups[row["hypothesis"]].append(row)
-    ranked = []
-    for hypothesis, members in groups.items():
-        scores = [float(r["score"]) for r in members]
-        first = members[0]
-        devs = [float(r["best_dev_iia"]) for r in members if r.get("best_dev_iia") is not None]
-        ranked.append({"hypothesis": hypothesis, "causal_model": first["causal_model"],
-                       "variables": first["variables"], "layer": first["layer"], "position": first["position"],
-                       "intervention": first["intervention"], "mean": statistics.fmean(scores),
-                       "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0, "seeds": len(scores),
-                       "dev": round(statistics.fmean(devs), 4) if devs else None,
-                       "finished": sum(r["status"] == "finished" for r in members)})
-    return sorted(ranked, key=lambda r: -r["mean"])
+    ranked = [_entry(hypothesis, members) for hypothesis, members in groups.items()]
+    return sorted(ranked, key=lambda r: (-(r["dev"] if r["dev"] is not None else -1.0), r["hypothesis"]))
+
+
+def _entry(hypothesis: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+    first = members[0]
+    tests = [float(r["test_iia"]) for r in members]
+    devs = [float(r["best_dev_iia"]) for r in members if r.get("best_dev_iia") is not None]
+    low, high = _interval(members)
+    return {"hypothesis": hypothesis, "causal_model": first["causal_model"], "variables": first["variables"],
+            "layer": first["layer"], "position": first["position"], "intervention": first["intervention"],
+            "mean": statistics.fmean(tests), "sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+            "seeds": len(tests), "dev": round(statistics.fmean(devs), 4) if devs else None,
+            "test_iia_ci_low": low, "test_iia_ci_high": high,
+            "floor_no_op": first.get("floor_no_op"), "floor_copy_source": first.get("floor_copy_source"),
+            "finished": sum(r["status"] == "finished" for r in members),
+            "stopped": sum(r["status"] == "stopped_early" for r in members)}
+
+
+def _interval(members: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """The 95% interval of the mean test IIA: the seeds' per-pair correctness resampled jointly."""
+    correct = [decode(r["test_correct"]) for r in members if r.get("test_correct")]
+    if correct and len(correct) == len(members) and len({len(c) for c in correct}) == 1:
+        return bootstrap_interval(correct)
+    if len(members) == 1:
+        return members[0].get("test_iia_ci_low"), members[0].get("test_iia_ci_high")
+    return None, None
 
 
 def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """For each non-control causal model: is its best hypothesis near task accuracy and above every control?"""
+    """For each non-control causal model: the verdict on its selected hypothesis (`search/verdict.py`)."""
     config = folder.read_config()
     task = get_task(config.task)
-    margin = config.controls.margin
     accuracies = [r["prealign_accuracy"] for r in rows
                   if r.get("prealign_accuracy") is not None and r["role"] != "random_model"]
     task_accuracy = max(accuracies) if accuracies else float("nan")
-    best: dict[str, dict[str, Any]] = {}
-    for entry in ranked:
-        best.setdefault(entry["causal_model"], entry)
-    controls = {name: best[name]["mean"] for name in task.controls if name in best}
-    control_best = max(controls.values()) if controls else None
+    swept = list(dict.fromkeys(r["causal_model"] for r in rows))  # in trial order
+    best_of = {name: next((e for e in ranked if e["causal_model"] == name), None) for name in swept}
+    control_models = {name: (best_of.get(name) or {}).get("mean") for name in task.controls}
     result = {}
-    for name, entry in best.items():
-        if name in task.controls:
+    for name in (n for n in swept if n not in task.controls):
+        entry = _selected(name, ranked, rows)
+        if entry is None:
             continue
-        checks = _validity(entry, rows)
-        near = entry["mean"] >= task_accuracy - NEAR_TASK
-        beaten = {"control causal models": control_best, **checks}
-        failed = [k for k, value in beaten.items() if value is not None and entry["mean"] < value + margin]
-        # A hypothesis no control was run against is not found, only unchecked.
-        checked = any(value is not None for value in beaten.values())
-        result[name] = {"best": entry["hypothesis"], "iia": round(entry["mean"], 4), "sd": round(entry["sd"], 4),
-                        "seeds": entry["seeds"], "dev_iia": entry.get("dev"), "task_accuracy": task_accuracy,
-                        "best_control": control_best, "controls": checks, "near_task": near,
-                        "above_controls": checked and not failed, "failed_controls": failed, "checked": checked,
-                        "found": bool(near and checked and not failed)}
-    return {"task_accuracy": task_accuracy, "controls": controls, "margin": margin, "causal_models": result}
+        evidence = _evidence(entry, rows, task_accuracy, control_models, config.controls.margin)
+        result[name] = _verdict_entry(entry, evidence)
+    return {"task_accuracy": task_accuracy, "margin": config.controls.margin, "near_task": NEAR_TASK,
+            "subspace_share": SUBSPACE_SHARE, "ci95_method": CI_METHOD,
+            "controls": {name: value for name, value in control_models.items() if value is not None},
+            "causal_models": result}
 
 
-def _validity(entry: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Scores of the validity controls run for a hypothesis (None where a control did not finish)."""
-    keys_of_hypothesis = {r["key"] for r in rows if r["hypothesis"] == entry["hypothesis"]}
-    found: dict[str, float | None] = {}
+def _selected(causal_model: str, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The hypothesis the verdict is on: the best by dev among those that got validity controls, else the best by dev.
+
+    Controls are planned on the grid's dev IIA; more seeds can then reorder the ranking, and the
+    verdict must stay on the hypothesis whose controls ran.
+    """
+    mine = [e for e in ranked if e["causal_model"] == causal_model]
+    controlled = {_hypothesis_of(r["target"], rows) for r in rows if r["role"] != "hypothesis" and r.get("target")}
+    return next((e for e in mine if e["hypothesis"] in controlled), mine[0] if mine else None)
+
+
+def _hypothesis_of(key: str, rows: list[dict[str, Any]]) -> str | None:
+    return next((r["hypothesis"] for r in rows if r["key"] == key), None)
+
+
+def _evidence(entry: dict[str, Any], rows: list[dict[str, Any]], task_accuracy: float,
+              control_models: dict[str, float | None], margin: float) -> Evidence:
+    target = next(r for r in rows if r["hypothesis"] == entry["hypothesis"] and r["role"] == "hypothesis"
+                  and r["phase"] == "grid")
+    widths = json.loads(target.get("boundary_widths") or "{}")
+    hidden = int(target.get("hidden_size") or 0)
+    low, high = entry["test_iia_ci_low"], entry["test_iia_ci_high"]
+    return Evidence(iia=entry["mean"], ci95=(low if low is not None else entry["mean"],
+                                             high if high is not None else entry["mean"]),
+                    task_accuracy=task_accuracy,
+                    floors={"no_op": entry.get("floor_no_op") or 0.0,
+                            "copy_source": entry.get("floor_copy_source") or 0.0},
+                    widths=widths, site_width=hidden // max(1, len(widths)) if hidden else 0,
+                    controls=_controls_of(target["key"], rows), control_models=control_models, margin=margin)
+
+
+def _controls_of(target: str, rows: list[dict[str, Any]]) -> dict[str, Control]:
+    """The validity controls run against trial `target`, by kind, with how each one ended."""
+    controls = {}
     for row in rows:
-        if row["role"] != "hypothesis" and row.get("target") in keys_of_hypothesis:
-            found[row["role"]] = float(row["score"]) if row.get("score") is not None else None
-    return found
+        if row["role"] == "hypothesis" or row.get("target") != target:
+            continue
+        state = {"finished": "ran", "failed": "failed", "diverged": "diverged"}.get(row["status"], "not run")
+        if state == "ran" and row.get("test_iia") is not None:
+            sd = row.get("test_iia_sd")
+            controls[row["role"]] = Control("ran", float(row["test_iia"]), float(sd) if sd is not None else None)
+        else:
+            controls[row["role"]] = Control("not run" if state == "ran" else state,  # type: ignore[arg-type]
+                                            detail=str(row.get("error") or "")[:200])
+    return controls
 
 
-def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
-    """A layer x position heatmap of mean IIA per causal model (and intervention), positions by name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    by_model: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for entry in ranked:
-        by_model[(entry["causal_model"], entry["variables"], entry["intervention"])].append(entry)
-    interventions = {key[2] for key in by_model}
-    for (causal_model, variables, intervention), entries in sorted(by_model.items()):
-        layers = sorted({e["layer"] for e in entries})
-        positions = _ordered_positions(folder, entries)
-        grid = [[math.nan] * len(positions) for _ in layers]
-        for entry in entries:
-            grid[layers.index(entry["layer"])][positions.index(entry["position"])] = entry["mean"]
-        figure, axes = plt.subplots(figsize=(1.1 * len(positions) + 2.5, 0.55 * len(layers) + 2))
-        image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", origin="lower")
-        for i, layer_row in enumerate(grid):
-            for j, value in enumerate(layer_row):
-                if not math.isnan(value):
-                    axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                              color="white" if value < 0.6 else "black")
-        axes.set_xticks(range(len(positions)), positions, rotation=40, ha="right")
-        axes.set_yticks(range(len(layers)), [f"L{layer}" for layer in layers])
-        title = causal_model if variables == causal_model else f"{causal_model}: {variables}"
-        axes.set_title(f"IIA, {title}" + (f" ({intervention})" if len(interventions) > 1 else ""))
-        figure.colorbar(image, ax=axes, fraction=0.04)
-        figure.tight_layout()
-        suffix = f"__{intervention}" if len(interventions) > 1 else ""
-        path = folder.path / f"heatmap_{causal_model}{suffix}.png"
-        with replacing(path) as temporary:
-            figure.savefig(temporary, dpi=110, format="png")
-        plt.close(figure)
-        files.append(path)
-    return files
-
-
-def _ordered_positions(folder: SweepFolder, entries: list[dict[str, Any]]) -> list[str]:
-    """Positions in template order (as in the paper's figures), unknown ones last."""
-    config = folder.read_config()
-    names = list(config.hypotheses.positions) if not isinstance(config.hypotheses.positions, str) else []
-    present = {e["position"] for e in entries}
-    ordered = [n for n in names if n in present]
-    return ordered + sorted(present - set(ordered))
+def _verdict_entry(entry: dict[str, Any], evidence: Evidence) -> dict[str, Any]:
+    scored = {name: value for name, value in evidence.control_models.items() if value is not None}
+    return {"best": entry["hypothesis"], "iia": round(entry["mean"], 4), "sd": round(entry["sd"], 4),
+            "seeds": entry["seeds"], "ci95": [round(x, 4) for x in evidence.ci95], "dev_iia": entry.get("dev"),
+            "task_accuracy": evidence.task_accuracy, "floors": evidence.floors, "widths": evidence.widths,
+            "site_width": evidence.site_width, "controls": {k: c.to_dict() for k, c in evidence.controls.items()},
+            "control_causal_models": evidence.control_models,
+            "best_control": max(scored.values()) if scored else None, **judge(evidence)}
 
 
 def write_report(folder: SweepFolder) -> dict[str, Any]:
@@ -189,65 +219,76 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
     ranked = aggregate(rows)
     verdict = verdicts(folder, ranked, rows)
     images = heatmaps(folder, ranked)
-    stopped = [r for r in rows if r["status"] == "stopped_early"]
     summary = {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
-               "stopped_early": [{"key": r["key"], "step": r["stopped_at_step"], "reason": r["stop_reason"]}
-                                 for r in stopped],
-               "diverged": [{"key": r["key"], "error": r["stop_reason"]} for r in rows if r["status"] == "diverged"],
-               "failed": [{"key": r["key"], "error": r["stop_reason"]} for r in rows if r["status"] == "failed"],
+               "stopped_early": [{"key": r["key"], "step": r["stopped_at_step"], "stopped_by": r["stopped_by"]}
+                                 for r in rows if r["status"] == "stopped_early"],
+               "diverged": [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "diverged"],
+               "failed": [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "failed"],
                "ranking": ranked[:20], "verdict": verdict}
     atomic_write_text(folder.path / "report.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(folder.path / "report.md", _markdown(summary))
+    atomic_write_text(folder.path / "report.md", markdown(summary))
     files = [folder.path / "results.csv", folder.path / "report.md", *images]
     metrics = {f"best_iia.{name}": v["iia"] for name, v in verdict["causal_models"].items()}
     metrics.update({f"best_iia.{name}": value for name, value in verdict["controls"].items()})
-    tags = {f"verdict.{name}": "found" if v["found"] else "not found" for name, v in verdict["causal_models"].items()}
+    tags = {f"verdict.{name}": state_words(v)[:250] for name, v in verdict["causal_models"].items()}
     if ranked:
         tags["best_hypothesis"] = ranked[0]["hypothesis"]
     return {**summary, "files": files, "heatmaps": images, "parent_metrics": metrics, "parent_tags": tags}
 
 
-def verdict_state(verdict: dict[str, Any]) -> str:
-    """One causal model's verdict in words."""
-    if verdict["found"]:
-        return "found"
-    if not verdict["near_task"]:
-        return "not found (below task accuracy)"
-    if not verdict["checked"]:
-        return "unchecked (no control ran; set controls.top_k >= 1)"
-    return f"not found (not above {', '.join(verdict['failed_controls'])})"
-
-
-def _markdown(summary: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any]) -> str:
+    """report.md: the verdicts with their evidence, the ranking, and the trials that did not run to the end."""
     verdict = summary["verdict"]
     lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict['task_accuracy']:.3f}. "
-             f"An alignment is found when its test IIA is within {NEAR_TASK} of it and at least "
-             f"{verdict['margin']} above every control.", "",
-             "| causal model | best hypothesis | test IIA (mean ± sd, seeds) | dev IIA | control causal models "
-             "| random rotation | random model | full swap | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+             f"A variable is *found* when the test IIA of its best hypothesis (selected on dev IIA) is within "
+             f"{NEAR_TASK} of it (or its 95% interval reaches it) and at least {verdict['margin']} above the floors "
+             f"of its pairs, the random model and the control causal models; it is a *subspace* when the learned "
+             f"width is at most {SUBSPACE_SHARE:.0%} of the site and beats a random rotation of that width by the "
+             f"margin, else the *whole site*. A control that did not run makes it *unchecked*.", "",
+             "| causal model | best hypothesis (by dev) | test IIA [95% CI] (sd, seeds) | dev IIA | floors no-op / "
+             "copy-source | control causal models | random rotation, same width | random model (sanity) | "
+             "full swap (description) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in verdict["causal_models"].items():
-        state = verdict_state(v)
-        cells = [_cell(v["best_control"])] + [_cell(v["controls"].get(k), k in v["controls"])
-                                              for k in ("random_rotation", "random_model", "full_swap")]
-        lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} ± {v['sd']:.3f} ({v['seeds']}) | "
-                     f"{_cell(v['dev_iia'])} | {' | '.join(cells)} | {state} |")
+        controls = [control_words(v["controls"].get(k)) for k in ("random_rotation", "random_model", "full_swap")]
+        lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] "
+                     f"({v['sd']:.3f}, {v['seeds']}) | {_cell(v['dev_iia'])} | {v['floors']['no_op']:.3f} / "
+                     f"{v['floors']['copy_source']:.3f} | {_cell(v['best_control'])} | {' | '.join(controls)} | "
+                     f"{state_words(v)} |")
     for name, value in verdict["controls"].items():
-        lines.append(f"| {name} (control) | | {value:.3f} | | |")
+        lines.append(f"| {name} (control) | | {value:.3f} | | | | | | | |")
+    lines += [""] + [f"- **{name}**: {v['reason']}" for name, v in verdict["causal_models"].items()]
     lines += ["", f"Trials: {summary['trials']}, finished {summary['finished']}, stopped early "
               f"{len(summary['stopped_early'])}, diverged {len(summary['diverged'])}, failed {len(summary['failed'])}.",
-              "", "## Ranking", "", "| hypothesis | IIA mean | sd | seeds |", "|---|---|---|---|"]
-    lines += [f"| `{r['hypothesis']}` | {r['mean']:.3f} | {r['sd']:.3f} | {r['seeds']} |" for r in summary["ranking"]]
+              "", "## Ranking (by dev IIA; test IIA reported)", "",
+              "| hypothesis | dev IIA | test IIA | 95% CI | sd | seeds | floors no-op / copy-source |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| `{r['hypothesis']}` | {_cell(r['dev'])} | {r['mean']:.3f} | [{_cell(r['test_iia_ci_low'])}, "
+              f"{_cell(r['test_iia_ci_high'])}] | {r['sd']:.3f} | {r['seeds']} | {_cell(r['floor_no_op'])} / "
+              f"{_cell(r['floor_copy_source'])} |" for r in summary["ranking"]]
+    return "\n".join(lines + _broken_lines(summary)) + "\n"
+
+
+def _broken_lines(summary: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     broken = [("diverged", d) for d in summary["diverged"]] + [("failed", f) for f in summary["failed"]]
     if broken:
         lines += ["", "## Diverged or failed", "", "| trial | status | error |", "|---|---|---|"]
         lines += [f"| `{b['key']}` | {state} | {str(b['error']).replace('|', '/')} |" for state, b in broken]
     if summary["stopped_early"]:
-        lines += ["", "## Stopped early", "", "| trial | step | reason |", "|---|---|---|"]
-        lines += [f"| `{s['key']}` | {s['step']} | {s['reason']} |" for s in summary["stopped_early"]]
-    return "\n".join(lines) + "\n"
+        lines += ["", "## Stopped early (scored on test at their best dev state)", "", "| trial | step | stopped by |",
+                  "|---|---|---|"]
+        lines += [f"| `{s['key']}` | {s['step']} | {s['stopped_by'] or '?'} |" for s in summary["stopped_early"]]
+    return lines
 
 
-def _cell(value: float | None, ran: bool = True) -> str:
-    if not ran:
+def control_words(control: dict[str, Any] | None) -> str:
+    """A control's test IIA (± sd over draws), or how it ended."""
+    if control is None:
         return "not run"
-    return "-" if value is None else f"{value:.3f}"
+    if control["state"] != "ran":
+        return control["state"]
+    return f"{control['iia']:.3f}" + (f" ± {control['sd']:.3f}" if control.get("sd") else "")
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"

@@ -2,12 +2,15 @@
 
 1. The sweep folder gets the resolved config, the trial list and the shared data (`prepare`).
 2. Ray starts locally (or joins `ray_address`); each trial asks for its resources.
-3. Tune runs one trial per hypothesis and seed; trials report dev IIA after every evaluation.
+3. Tune runs one trial per hypothesis and seed; trials report dev IIA after every evaluation,
+   and their test IIA whenever the dev IIA reaches a new best (so a stopped trial is scored
+   like a finished one: test IIA at its best dev state). Once a trial's mask is near-hard,
    ASHA (metric "iia", mode max) stops weak trials at its rungs, and a stopper ends trials
-   whose learned boundary collapsed to ~0 dimensions. `scheduler.kind = "fifo"` runs all.
-4. A driver callback mirrors trials into MLflow and records why each one ended.
-5. The best hypotheses of each causal model get their validity controls and more seeds, as a
-   second Tune run without early stopping (`search/controls.py`).
+   whose learned boundary collapsed to ~0 dimensions (`search/tune_parts.py`); the task's
+   control causal models are never stopped by ASHA. `scheduler.kind = "fifo"` runs all.
+4. A driver callback mirrors trials into MLflow and records who stopped each stopped trial.
+5. The best hypotheses (by dev IIA) of each causal model get their validity controls and more
+   seeds, as a second Tune run without early stopping (`search/controls.py`).
 6. `report` writes results.csv, heatmaps and the verdict, also into the parent run.
 
 `--resume DIR` starts Tune again over the same trial list: finished trials stay finished (a
@@ -24,6 +27,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,17 @@ from cluster.ray_cluster import ClusterStatus, NodeStatus, check_fits
 from search.config import SweepConfig
 from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
-from search.prepare import build_data, check_grid, check_positions, model_facts, resolve_model_path, template_name
+from search.prepare import (
+    build_data,
+    check_grid,
+    check_positions,
+    data_sets,
+    model_facts,
+    prompt_facts,
+    resolve_model_path,
+    sweep_prompts,
+    template_name,
+)
 from search.tracking import Tracker, check_tracking, default_uri
 
 log = logging.getLogger(__name__)
@@ -116,15 +130,19 @@ def _check_writable(path: Path) -> None:
 
 
 def prepare_sweep(config: SweepConfig, folder: SweepFolder) -> list[TrialSpec]:
-    """Write the config, plan the trials, build the data and check it against the tokenizer (idempotent)."""
+    """Write the config, build the data, plan the trials over its prompts and check them (idempotent)."""
     model_path = resolve_model_path(config)
     facts = model_facts(model_path)
     template = template_name(config, facts.meta)
-    specs = folder.read_trials() or check_grid(config, facts, template)
     folder.write_config(config)
-    folder.write_trials(specs)
-    build_data(folder, config, specs, template)
-    check_positions(folder, specs, model_path)
+    build_data(folder, config, data_sets(config), template)
+    tokenized = sweep_prompts(folder, model_path, config)
+    specs = folder.read_trials()
+    if not specs:
+        specs = check_grid(config, facts, template, prompt_facts(*tokenized) if tokenized else None)
+        folder.write_trials(specs)
+    if tokenized:
+        check_positions(tokenized[0], specs)
     return specs
 
 
@@ -135,24 +153,38 @@ def tracker_for(config: SweepConfig, folder: SweepFolder) -> Tracker:
     return tracker
 
 
-def run_sweep(config: SweepConfig, folder: SweepFolder) -> SweepResult:
-    """Run (or resume) the sweep in `folder`; return where the results are."""
+def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str], None] = log.info) -> SweepResult:
+    """Run (or resume) the sweep in `folder`; return where the results are.
+
+    `announce` gets the plan line (trials and estimated time) before any trial starts.
+    """
     from search.report import write_report
 
     started = time.perf_counter()
     specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
     tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
+    announce(plan_line(config, folder, specs))
     tracker.start_parent(to_dict(config))
     tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
-    _run_tune(config, folder, specs, tracker, "grid", config.scheduler.kind)
+    _run_tune(config, folder, specs, tracker, "grid")
     controls = plan_controls(config, folder)
     if controls:
-        _run_tune(config, folder, controls, tracker, "controls", "fifo")
+        _run_tune(config, folder, controls, tracker, "controls")
     _upload_missing(folder, tracker)
     report = write_report(folder)
     tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
     return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
                        None if tracker.available else tracker.uri)
+
+
+def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec]) -> str:
+    """How many trials the grid runs and how long they should take (search/estimate.py)."""
+    from search.estimate import plan_sweep
+
+    model_path = resolve_model_path(config)
+    facts = model_facts(model_path)
+    plan = plan_sweep(config, folder, specs, model_path, facts.layers, template_name(config, facts.meta))
+    return plan.line(config.resources.concurrency)
 
 
 def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
@@ -162,26 +194,29 @@ def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
             tracker.upload_trial(spec)
 
 
-def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker, phase: str,
-              scheduler: str) -> None:
+def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker,
+              phase: str) -> None:
+    """One Tune run over `specs`: the grid (config's scheduler, collapse rule) or the controls (FIFO, no stopper)."""
     import ray
     from ray import tune
 
     from search.trainable import run_sweep_trial
-    from search.tune_parts import SweepCallback, tune_config
+    from search.tune_parts import SweepCallback, early_stopping, tune_config
 
     started_ray = _init_ray(config)
     callback: SweepCallback | None = None
     try:
         resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu, **config.resources.custom}
-        trainable = tune.with_resources(run_sweep_trial, resources)
-        storage = str((folder.path / "ray").resolve())
         attempt = folder.update_state(attempts=folder.read_state().get("attempts", 0) + 1)["attempts"]
-        callback = SweepCallback(folder, tracker, config.scheduler, specs)
-        tuner = tune.Tuner(trainable, param_space={
+        stopping = early_stopping(config, specs, phase)
+        callback = SweepCallback(folder, tracker, stopping.ledger, specs)
+        tuner = tune.Tuner(tune.with_resources(run_sweep_trial, resources), param_space={
             "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
-            tune_config=tune_config(config, scheduler),
-            run_config=_run_config(config, storage, f"{TUNE_NAME}-{attempt}-{phase}", callback))
+            tune_config=tune_config(config, stopping.scheduler),
+            run_config=tune.RunConfig(
+                name=f"{TUNE_NAME}-{attempt}-{phase}", storage_path=str((folder.path / "ray").resolve()),
+                callbacks=[callback], stop=stopping.stopper, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=config.resources.max_failures)))
         tuner.fit()
         callback.drain()
     finally:
@@ -189,15 +224,6 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
             callback.stop_mirror()
         if started_ray:
             ray.shutdown()
-
-
-def _run_config(config: SweepConfig, storage: str, name: str, callback: Any) -> Any:
-    from ray import tune
-
-    from search.tune_parts import CollapseStopper
-    return tune.RunConfig(
-        name=name, storage_path=storage, stop=CollapseStopper(config.scheduler), callbacks=[callback],
-        failure_config=tune.FailureConfig(max_failures=config.resources.max_failures), verbose=0)
 
 
 def _init_ray(config: SweepConfig) -> bool:
@@ -216,6 +242,8 @@ def _init_ray(config: SweepConfig) -> bool:
             raise
         return True
     cpus = _local_cpus(config)
-    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False,
-             configure_logging=False)
+    # "local": a Ray of its own, even when a cluster started with `ray start` runs on this machine (ray.init()
+    # would join that one, through /tmp/ray/ray_current_cluster, and refuse num_cpus); --address joins one.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False, configure_logging=False)
     return True

@@ -83,7 +83,7 @@ def sweep(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     folder = folder or new_folder(config)
     started = time.perf_counter()
     try:
-        result = run_sweep(config, folder)
+        result = run_sweep(config, folder, announce)
     except Exception:
         if made and not (folder.path / "trials").exists():  # failed before any trial ran: leave nothing half-made
             shutil.rmtree(folder.path, ignore_errors=True)
@@ -96,23 +96,36 @@ def sweep(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
 
 
 def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) -> str:
-    from search.report import verdict_state
+    from search.verdict import state_words
 
     verdict = report["verdict"]
+    stopped = report["stopped_early"]
+    by = {who: sum(s["stopped_by"] == who for s in stopped) for who in ("asha", "collapse")}
     lines = [f"sweep finished in {seconds / 60:.1f} min: {report['trials']} trials, {report['finished']} ran to the "
-             f"end, {len(report['stopped_early'])} stopped early, {len(report['diverged'])} diverged, "
-             f"{len(report['failed'])} failed; task accuracy {verdict['task_accuracy']:.3f}"]
+             f"end, {len(stopped)} stopped early (ASHA {by['asha']}, collapsed boundary {by['collapse']}), "
+             f"{len(report['diverged'])} diverged, {len(report['failed'])} failed; task accuracy "
+             f"{verdict['task_accuracy']:.3f}"]
     for name, v in verdict["causal_models"].items():
-        state = verdict_state(v).upper() if v["found"] else verdict_state(v)
-        lines.append(f"  {name}: {state}, best {v['best']} IIA {v['iia']:.3f}"
-                     + (f" (best control causal model {v['best_control']:.3f})" if v["best_control"] is not None
-                        else ""))
+        state = state_words(v)
+        lines += [f"  {name}: {state.upper() if v['found'] else state}", f"    {_evidence_line(v)}"]
     for name, value in verdict["controls"].items():
-        lines.append(f"  {name} (control): best IIA {value:.3f}")
-    lines.append(f"results: {folder.path / 'results.csv'} and {folder.path / 'report.md'}")
+        lines.append(f"  {name} (control): best test IIA {value:.3f}")
+    lines.append(f"results: {folder.path / 'results.csv'} and {folder.path / 'report.md'} (the reasons in words)")
     lines.append(f"heatmaps: {', '.join(str(p) for p in report['heatmaps'])}")
     lines.append(f"MLflow UI: align-search ui {folder.path}")
     return "\n".join(lines)
+
+
+def _evidence_line(v: dict[str, Any]) -> str:
+    """The selected hypothesis, its test IIA with interval, its floors and each control, on one line."""
+    from search.report import control_words
+
+    parts = [f"best (by dev) {v['best']}: test IIA {v['iia']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]",
+             f"floors no-op {v['floors']['no_op']:.3f}, copy-source {v['floors']['copy_source']:.3f}"]
+    parts += [f"{kind.replace('_', ' ')} {control_words(c)}" for kind, c in v["controls"].items()]
+    if v["best_control"] is not None:
+        parts.append(f"best control causal model {v['best_control']:.3f}")
+    return "; ".join(parts)
 
 
 def report(args: argparse.Namespace, announce: Callable[[str], None]) -> str:

@@ -35,6 +35,8 @@ __all__ = ["MARKER", "Tracker", "TrackingUnreachable", "check_tracking", "client
 
 log = logging.getLogger(__name__)
 MARKER = "mlflow.json"
+FINAL_METRICS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "test_iia_ci_low",
+                 "test_iia_ci_high", "test_iia_sd", "floor_no_op", "floor_copy_source")
 
 
 class TrackingUnreachable(UserError, RuntimeError):
@@ -152,11 +154,13 @@ class Tracker:
         run_id = self._run_for(spec.key, spec)
         summary = _read_json(directory / "summary.json")
         status = _read_json(directory / "status.json")
-        steps = int(summary.get("steps", 0))
+        # A stopped trial is scored like a finished one: test IIA at its best dev state (best.json).
+        scored = summary or (_read_json(directory / "best.json") if status.get("status") == "stopped_early" else {})
+        steps = int(summary.get("steps", status.get("step", 0)))
         metrics = [Metric(key, value, self._stamp(spec.key, step), step)
                    for key, value, step in _history(directory / "metrics.jsonl")]
-        metrics += [Metric(k, float(summary[k]), self._stamp(spec.key, steps), steps)
-                    for k in ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab") if k in summary]
+        metrics += [Metric(k, float(scored[k]), self._stamp(spec.key, steps), steps)
+                    for k in FINAL_METRICS if scored.get(k) is not None]
         for start in range(0, len(metrics), 900):
             self.client.log_batch(run_id, metrics=metrics[start:start + 900])
         tags = {**_status_tags(summary, status), "attempts": str(len(self.folder.attempts(spec.key))), **extra_tags}
@@ -281,7 +285,8 @@ def _history(path: Path) -> list[tuple[str, float, int]]:
 def _params(spec: TrialSpec, summary: dict[str, Any]) -> list[Param]:
     hypothesis = spec.hypothesis
     values = {"causal_model": hypothesis.causal_model, "variables": "+".join(hypothesis.variables),
-              "layer": hypothesis.layer, "position": hypothesis.position,
+              "layer": hypothesis.layer, "component": hypothesis.component, "position": hypothesis.position,
+              "position_label": hypothesis.label,
               "source_position": hypothesis.source_position or hypothesis.position,
               "intervention": hypothesis.intervention, "seed": spec.seed, "role": spec.role,
               "position_index": summary.get("position_index"), "model": (summary.get("model") or {}).get("name"),
@@ -290,9 +295,11 @@ def _params(spec: TrialSpec, summary: dict[str, Any]) -> list[Param]:
 
 
 def _status_tags(summary: dict[str, Any], status: dict[str, Any]) -> dict[str, str]:
+    """status, stopped_early, stopped_by ("asha", "collapse" or empty), stop_step, error, node_id."""
     state = "finished" if summary else status.get("status", "failed")
-    tags = {"status": state, "stopped_early": str(state == "stopped_early").lower()}
-    for key in ("reason", "step", "error", "node_id"):
+    tags = {"status": state, "stopped_early": str(state == "stopped_early").lower(),
+            "stopped_by": str(status.get("stopped_by", "")) if state == "stopped_early" else ""}
+    for key in ("step", "error", "node_id"):
         if key in status:
-            tags[f"stop_{key}" if key in ("reason", "step") else key] = str(status[key])[:4000]
+            tags[f"stop_{key}" if key == "step" else key] = str(status[key])[:4000]
     return tags

@@ -2,12 +2,22 @@
 
 It reads everything from the sweep folder (config, its trial spec, the shared pairs and prompt
 list, the per-layer hidden-state cache), trains through `alignment.trial.run_trial`, and
-reports dev IIA to Tune after every evaluation, so ASHA can stop it. After every evaluation it
-also writes a checkpoint into its trial folder (`search/checkpoint.py`), so a retried trial or
-a resumed sweep continues from there. A trial whose summary (or final status) already exists
-reports it and returns: a resumed sweep never re-runs finished work. A diverged trial (NaN
-loss) is recorded as such and ends normally, so it is neither retried nor fatal. Each start of
-a trial appends a line to its `attempts.jsonl`: process, node, and the step it resumed from.
+reports dev IIA to Tune after every evaluation, with `hard_reports` (evaluations since the
+mask became near-hard, `search/tune_parts.py`), so ASHA can stop it. After every evaluation
+it also writes a checkpoint into its trial folder (`search/checkpoint.py`), so a retried
+trial or a resumed sweep continues from there, and, when the dev IIA reached a new best,
+`best.json`: the test IIA (with its interval and per-pair correctness) and the hard widths at
+that best state, which is all the report needs of a trial stopped early.
+
+A trial whose summary (or final status) already exists reports it and returns: a resumed
+sweep never re-runs finished work. A diverged trial (NaN loss) is recorded as such and ends
+normally, so it is neither retried nor fatal. Each start of a trial appends a line to its
+`attempts.jsonl`: process, node, and the step it resumed from.
+
+The random-rotation and full-swap controls are not trained (`alignment.untrained`): the
+random rotation takes the hard widths of the trial it controls (its summary or best.json)
+and is evaluated over `controls.random_draws` draws. They run unsharded, also in a sweep with
+`hypotheses.shard > 1` (evaluation only, but the whole model in one worker).
 
 The loaded model is kept per worker process: with `reuse_actors`, a worker runs many trials
 and loads the model once. A sweep with `hypotheses.shard = N > 1` runs each trial as a Ray
@@ -17,7 +27,7 @@ Train job of N workers sharing the model through DeepSpeed ZeRO-3 (`cluster.shar
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,13 +35,15 @@ import torch
 from alignment.models import LoadedModel, load_model, read_meta
 from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
+from alignment.untrained import run_untrained
 from search.checkpoint import read_checkpoint, write_checkpoint
 from search.folder import SweepFolder
 from search.prepare import load_prompts, load_rows, resolve_model_path, template_name, trial_config
 
 _MODELS: dict[tuple[str, bool], LoadedModel] = {}
-FINAL_KEYS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "best_step", "steps",
-              "test_unchanged_share", "seconds")
+FINAL_KEYS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "test_iia_ci_low",
+              "test_iia_ci_high", "best_step", "steps", "floor_no_op", "floor_copy_source", "seconds")
+UNTRAINED = ("random_rotation", "full_swap")
 
 
 def _model(path: str, bf16: bool, device: str | None) -> LoadedModel:
@@ -70,18 +82,23 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     trial = trial_config(config, spec, model_path, template)
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
+    reporter = _reporter(tune, folder, key, _hard_reports(config, spec.hypothesis.intervention))
     try:
-        if config.hypotheses.shard > 1:
+        if spec.role in UNTRAINED:
+            target = folder.summary(spec.target or "") or folder.best(spec.target or "") or {}
+            summary = run_untrained(trial, trial_dir, inputs, target.get("boundary_widths"),
+                                    config.controls.random_draws)
+        elif config.hypotheses.shard > 1:
             from cluster.sharded import run_sharded_trial
-            summary = run_sharded_trial(trial, trial_dir, config.hypotheses.shard, _reporter(tune, trial_dir), resume,
+            summary = run_sharded_trial(trial, trial_dir, config.hypotheses.shard, reporter, resume,
                                         splits=rows, use_gpu=config.resources.gpu > 0)
         else:
-            summary = run_trial(trial, trial_dir, inputs, report=_reporter(tune, trial_dir), resume=resume)
+            summary = run_trial(trial, trial_dir, inputs, report=reporter, resume=resume)
     except TrialDiverged as error:
         folder.write_status(key, status="diverged", error=str(error))
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
         return
-    tune.report({**_final(summary), **_node(), "iia": summary["best_dev_iia"], "done": True})
+    tune.report({**_final(summary), **_node(), "iia": summary.get("best_dev_iia", summary["test_iia"]), "done": True})
 
 
 def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:
@@ -101,11 +118,25 @@ def _final(summary: dict[str, Any]) -> dict[str, Any]:
     return final
 
 
-def _reporter(tune: Any, trial_dir: Path) -> Any:
+def _hard_reports(config: Any, kind: str) -> Callable[[int], int]:
+    """Evaluations so far after the mask became near-hard, by step (see search/tune_parts.py)."""
+    from alignment.train import total_steps
+    from search.tune_parts import first_hard_step, hard_reports
+
+    total = total_steps(config.data.n_train, config.train)
+    hard_step = first_hard_step(kind, total, config.intervention)
+    return lambda step: hard_reports(step, total, config.train.eval_every, hard_step)
+
+
+def _reporter(tune: Any, folder: SweepFolder, key: str, hard: Callable[[int], int]) -> Any:
+    trial_dir = folder.trial_dir(key)
+
     def report(row: dict[str, Any], snapshot: Any) -> None:
         state: TrainState = snapshot()
         write_checkpoint(state, trial_dir / "checkpoint")
+        if "test_at_best" in row:
+            folder.write_best(key, row["test_at_best"])
         tune.report({"iia": row["dev_iia"], "dev_iia": row["dev_iia"], "dev_iia_full_vocab": row["dev_iia_full_vocab"],
-                     "step": row["step"], "min_width": row["min_width"], "temperature": row["temperature"],
-                     "final": row["final"], **_node()})
+                     "step": row["step"], "hard_reports": hard(row["step"]), "min_width": row["min_width"],
+                     "temperature": row["temperature"], "final": row["final"], **_node()})
     return report

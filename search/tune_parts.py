@@ -1,10 +1,19 @@
 """The Ray Tune pieces of a sweep: scheduler, collapse stopper, and the driver callback.
 
-ASHA compares trials on "iia" (dev IIA) at rungs of `grace_period * reduction_factor^k`
-reports. Its `max_t` is set past the last report, so a trial that runs to the end returns
-normally and writes its summary (code after a scheduler's stop never runs). A trial that
-stops early keeps what it reported; the callback records why it stopped (ASHA or a
-collapsed boundary) and at which step, and mirrors every trial into MLflow.
+Early stopping judges hard-mask dev IIA, which means something only once training has
+produced a near-hard mask (`alignment.train.mask_hard_step`). So every evaluation report
+carries `hard_reports`: how many evaluations so far came after that step (0 before it; from
+the first report for fixed masks such as das). ASHA counts its rungs in hard reports
+(`grace_period * reduction_factor^k`), and the collapse rule acts from the
+`collapse_after`-th one. Neither judges the last evaluation (the trial is about to write its
+summary) nor the task's control causal models (they run to the end, see `SweepASHA`), and
+the controls phase runs FIFO with no stopper.
+
+Who stopped a trial is taken from the decision itself: `SweepASHA` and `CollapseStopper`
+write each stop into a shared `StopLedger`, which the driver callback reads when the trial
+ends (`stopped_by` = "asha" or "collapse" in its status.json, results.csv and MLflow run).
+A trial stopped early keeps what it reported: its best dev IIA, and its test IIA at that
+best state (`best.json`, written by the trainable as the trial reports).
 """
 
 from __future__ import annotations
@@ -12,19 +21,24 @@ from __future__ import annotations
 import logging
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
+from alignment.config import InterventionConfig
 from alignment.config_io import ConfigError
-from alignment.train import total_steps
+from alignment.train import mask_hard_step, total_steps
+from causal_models import get_task
 from search.config import SchedulerConfig, SweepConfig
 from search.folder import SweepFolder, TrialSpec, folder_name
 from search.tracking import Tracker
 
 log = logging.getLogger(__name__)
+# Interventions whose mask is annealed by a temperature; the others (das, full_swap) are hard from the start.
+ANNEALED = ("boundless", "low_rank", "random_rotation", "neuron_mask")
 
 
 def reports_per_trial(config: SweepConfig) -> int:
@@ -33,14 +47,101 @@ def reports_per_trial(config: SweepConfig) -> int:
     return math.ceil(steps / config.train.eval_every) + 1
 
 
-def tune_config(config: SweepConfig, kind: str) -> Any:
-    scheduler_config = config.scheduler
-    if kind == "asha":
-        scheduler: Any = ASHAScheduler(time_attr="training_iteration", max_t=reports_per_trial(config) + 2,
-                                       grace_period=scheduler_config.grace_period,
-                                       reduction_factor=scheduler_config.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+def first_hard_step(kind: str, total: int, intervention: InterventionConfig) -> int:
+    """The first optimizer step trained with a near-hard mask (0 for a mask that is never soft)."""
+    return mask_hard_step(total, intervention) if kind in ANNEALED else 0
+
+
+def hard_reports(step: int, total: int, eval_every: int, hard_step: int) -> int:
+    """Evaluations up to and including the one at `step` that came after `hard_step` was trained.
+
+    Evaluations run at every multiple of `eval_every` and at the last step `total`.
+    """
+    def evaluations_until(k: int) -> int:
+        return k // eval_every + (1 if k == total and total % eval_every else 0)
+    return evaluations_until(step) - evaluations_until(hard_step) if step > hard_step else 0
+
+
+class StopLedger:
+    """Who stopped which trial (by Tune trial id): the scheduler and the stopper write, the callback reads.
+
+    The three live in the driver process, so one object shared by reference is enough.
+    """
+
+    def __init__(self) -> None:
+        self.stops: dict[str, str] = {}
+
+    def record(self, trial_id: str, who: str) -> None:
+        self.stops.setdefault(trial_id, who)
+
+    def pop(self, trial_id: str) -> str:
+        return self.stops.pop(trial_id, "")
+
+
+def _judged(result: dict[str, Any]) -> bool:
+    """Whether early stopping may act on this result: an evaluation after the mask is hard, not the last."""
+    return not (result.get("done") or result.get("final")) and int(result.get("hard_reports") or 0) >= 1
+
+
+class SweepASHA(ASHAScheduler):
+    """ASHA in hard reports that records its stops and leaves the exempt trials alone.
+
+    The exempt trials (the task's control causal models) never enter a bracket and run to
+    the end: a control must be trained as fully as the hypothesis it is compared with, and a
+    control stopped because hypotheses outscored it (or hypotheses stopped because a control
+    outscored them) would make the comparison depend on who shared the bracket.
+    """
+
+    def __init__(self, ledger: StopLedger, exempt: set[str], **asha: Any):
+        super().__init__(time_attr="hard_reports", **asha)
+        self.ledger, self.exempt = ledger, exempt
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if trial.config["trial"] not in self.exempt:
+            super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if trial.trial_id not in self._trial_info or not _judged(result):
+            return str(TrialScheduler.CONTINUE)
+        action = str(super().on_trial_result(tune_controller, trial, result))
+        if action == TrialScheduler.STOP:
+            self.ledger.record(trial.trial_id, "asha")
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._trial_info.pop(trial.trial_id, None)  # the last report is not a rung result
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._trial_info.pop(trial.trial_id, None)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """A Tune run's scheduler and stopper, and the ledger in which both record their stops."""
+
+    scheduler: Any
+    stopper: Stopper | None
+    ledger: StopLedger
+
+
+def early_stopping(config: SweepConfig, specs: list[TrialSpec], phase: str) -> EarlyStopping:
+    """The grid: the config's scheduler ("asha" sparing the task's control causal models, or "fifo") and the
+    collapse rule. The controls phase: FIFO and no stopper (no control is stopped early)."""
+    ledger = StopLedger()
+    if phase != "grid":
+        return EarlyStopping(FIFOScheduler(), None, ledger)
+    stopper = CollapseStopper(config.scheduler, ledger)
+    if config.scheduler.kind != "asha":
+        return EarlyStopping(FIFOScheduler(), stopper, ledger)
+    controls = set(get_task(config.task).controls)
+    exempt = {s.key for s in specs if s.hypothesis.causal_model in controls}
+    grace = config.scheduler.grace_period
+    asha = SweepASHA(ledger, exempt, max_t=max(reports_per_trial(config) + 2, grace), grace_period=grace,
+                     reduction_factor=config.scheduler.reduction_factor)
+    return EarlyStopping(asha, stopper, ledger)
+
+
+def tune_config(config: SweepConfig, scheduler: Any) -> Any:
     return tune.TuneConfig(metric="iia", mode="max", scheduler=scheduler, reuse_actors=True,
                            max_concurrent_trials=max_concurrent(config),
                            trial_name_creator=lambda trial: trial.config["trial"],
@@ -65,15 +166,19 @@ def max_concurrent(config: SweepConfig) -> int:
 
 
 class CollapseStopper(Stopper):
-    """Stop a trial whose learned boundary has collapsed to `collapse_width` dimensions or fewer."""
+    """Stop a trial whose learned boundary has collapsed to `collapse_width` dimensions or fewer,
+    at its `collapse_after`-th hard report or later (the mask is hard: a width-0 boundary will not regrow)."""
 
-    def __init__(self, config: SchedulerConfig):
-        self.width, self.after = config.collapse_width, config.collapse_after
+    def __init__(self, config: SchedulerConfig, ledger: StopLedger):
+        self.width, self.after, self.ledger = config.collapse_width, config.collapse_after, ledger
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if self.width < 0 or result.get("done") or result.get("final") or result.get("min_width") is None:
-            return False  # never at the last evaluation: the trial is about to write its test IIA
-        return bool(result["training_iteration"] >= self.after and result["min_width"] <= self.width)
+        if self.width < 0 or not _judged(result) or result.get("min_width") is None:
+            return False
+        collapsed = result["hard_reports"] >= self.after and result["min_width"] <= self.width
+        if collapsed:
+            self.ledger.record(trial_id, "collapse")
+        return bool(collapsed)
 
     def stop_all(self) -> bool:
         return False
@@ -89,8 +194,8 @@ class SweepCallback(tune.Callback):
     experiment ends; `drain()` then re-raises any error it met.
     """
 
-    def __init__(self, folder: SweepFolder, tracker: Tracker, scheduler: SchedulerConfig, specs: list[TrialSpec]):
-        self.folder, self.tracker, self.scheduler = folder, tracker, scheduler
+    def __init__(self, folder: SweepFolder, tracker: Tracker, ledger: StopLedger, specs: list[TrialSpec]):
+        self.folder, self.tracker, self.ledger = folder, tracker, ledger
         self.last: dict[str, dict[str, Any]] = {}
         self.best: dict[str, float] = {}
         self.specs = {spec.key: spec for spec in specs}
@@ -148,18 +253,20 @@ class SweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial"]
+        stopped_by = self.ledger.pop(trial.trial_id)
         if self.folder.summary(key) is None and self.folder.status(key) is None:
             last = self.last.get(key, {})
-            collapsed = (self.scheduler.collapse_width >= 0 and last.get("min_width") is not None
-                         and last["min_width"] <= self.scheduler.collapse_width)
-            self.folder.write_status(key, status="stopped_early", reason="collapsed" if collapsed else "asha",
-                                     step=last.get("step", 0), best_dev_iia=self.best.get(key, 0.0),
-                                     reports=last.get("training_iteration", 0), node_id=last.get("node_id"))
+            if not stopped_by:
+                log.warning("trial %s ended without a summary and without a stop decision on record", key)
+            self.folder.write_status(key, status="stopped_early", stopped_by=stopped_by, step=last.get("step", 0),
+                                     best_dev_iia=self.best.get(key, 0.0), reports=last.get("training_iteration", 0),
+                                     hard_reports=last.get("hard_reports", 0), node_id=last.get("node_id"))
         self._upload(key)
         self._advance()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial"]
+        self.ledger.pop(trial.trial_id)
         if self.folder.status(key) is None:
             self.folder.write_status(key, status="failed", error=_error_text(trial),
                                      step=self.last.get(key, {}).get("step", 0),

@@ -17,6 +17,15 @@ Causal models:
 - bracket_identity (control): the (lower, upper) pair as one variable.
 - left_boundary_fixed / left_boundary_fixed_unseen: Left Boundary on a fixed bracket
   5.49-8.49 (trained) and 2.51-5.51 (unseen, for zero-shot transfer).
+- left_dollars / right_dollars / left_and_right_dollars: the comparison done digit by digit, as
+  a model that reads prices a digit per token might do it (the shipped model's boundaries sit
+  mostly at the amount's first digit, and the dollars alone decide about 90% of prompts).
+  `left_dollars` compares the amount's dollars with the lower bound's (less / equal /
+  greater), `left_cents` the cents; the amount is above the lower bound when its dollars are
+  greater, or equal with cents not less. Likewise `right_dollars` and `right_cents` with the
+  upper bound. The booleans are then descendants of the comparisons, so a pair that swaps a
+  dollar comparison keeps the base's cents: where the dollars tie in the source, the label
+  differs from swapping the boolean, and IIA can tell the two hypotheses apart.
 
 Templates: "alpaca" is the paper's prompt; "alpaca_true_false" the sibling instruction;
 "alpaca_prefix_game" / "alpaca_prefix_frogs" add the irrelevant prefixes. The "compact"
@@ -36,6 +45,7 @@ from causal_models.templates import FieldChar, PromptTemplate, TextChar
 
 CENTS = range(0, 1000)
 BOOL = (True, False)
+ORDER = ("less", "equal", "greater")
 FIXED_BRACKET = (549, 849)
 UNSEEN_BRACKET = (251, 551)
 PREFIX_GAME = "Pricing tag game! "
@@ -58,6 +68,20 @@ def sample_inputs(rng: random.Random) -> dict[str, int]:
     return {"lower": lower, "upper": lower + width, "amount": amount}
 
 
+def sample_dollar_ties(rng: random.Random) -> dict[str, int]:
+    """The 2023 sampler, except that half of the amounts share their dollars with a bound (either, at random).
+
+    Only where the dollars tie do the cents decide, and only there do the dollar comparisons
+    and the paper's booleans predict different counterfactual labels; under the 2023 sampler
+    that is about 5% of pairs, too few for IIA to tell the hypotheses apart.
+    """
+    inputs = sample_inputs(rng)
+    if rng.random() < 0.5:
+        bound = inputs[rng.choice(("lower", "upper"))]
+        inputs["amount"] = min(max(bound // 100 * 100 + rng.randrange(100), 1), 999)
+    return inputs
+
+
 def _fixed_bracket_sampler(bracket: tuple[int, int]) -> Any:
     def sample(rng: random.Random) -> dict[str, int]:
         return {"lower": bracket[0], "upper": bracket[1], "amount": round(rng.uniform(0.01, 9.99) * 100)}
@@ -75,6 +99,46 @@ def _boundaries(name: str, default: tuple[str, ...], description: str, sampler: 
             *_inputs(),
             Variable("left_boundary", BOOL, ("amount", "lower"), lambda amount, lower: amount >= lower),
             Variable("right_boundary", BOOL, ("amount", "upper"), lambda amount, upper: amount <= upper),
+            Variable("answer", BOOL, ("left_boundary", "right_boundary"), lambda left, right: left and right),
+        ],
+        output="answer",
+        default_variables=default,
+        description=description,
+        sample_inputs=sampler,
+    )
+
+
+def compare(a: int, b: int) -> str:
+    """"less", "equal" or "greater": a three-valued comparison of a with b."""
+    return ORDER[(a > b) - (a < b) + 1]
+
+
+def _at_least(dollars: str, cents: str) -> bool:
+    return dollars == "greater" or (dollars == "equal" and cents != "less")
+
+
+def _at_most(dollars: str, cents: str) -> bool:
+    return dollars == "less" or (dollars == "equal" and cents != "greater")
+
+
+def _digit_by_digit(name: str, default: tuple[str, ...], description: str, sampler: Any = None) -> CausalModel:
+    """The boundaries compared dollars first, then cents when the dollars tie."""
+    def dollars(amount: int, bound: int) -> str:
+        return compare(amount // 100, bound // 100)
+
+    def cents(amount: int, bound: int) -> str:
+        return compare(amount % 100, bound % 100)
+
+    return CausalModel(
+        name=name,
+        variables=[
+            *_inputs(),
+            Variable("left_dollars", ORDER, ("amount", "lower"), dollars),
+            Variable("left_cents", ORDER, ("amount", "lower"), cents),
+            Variable("right_dollars", ORDER, ("amount", "upper"), dollars),
+            Variable("right_cents", ORDER, ("amount", "upper"), cents),
+            Variable("left_boundary", BOOL, ("left_dollars", "left_cents"), _at_least),
+            Variable("right_boundary", BOOL, ("right_dollars", "right_cents"), _at_most),
             Variable("answer", BOOL, ("left_boundary", "right_boundary"), lambda left, right: left and right),
         ],
         output="answer",
@@ -175,6 +239,22 @@ PRICE_TAGGING = Task(
             "left_boundary_fixed_unseen", ("left_boundary",),
             "Left Boundary on the unseen fixed bracket 2.51-5.51 (zero-shot transfer)",
             _fixed_bracket_sampler(UNSEEN_BRACKET)),
+        "left_dollars": _digit_by_digit(
+            "left_dollars", ("left_dollars",), "Left Dollars: the amount's dollars against the lower bound's "
+            "(less/equal/greater), cents break a tie; half the amounts tie a bound's dollars", sample_dollar_ties),
+        "right_dollars": _digit_by_digit(
+            "right_dollars", ("right_dollars",), "Right Dollars: the amount's dollars against the upper bound's "
+            "(less/equal/greater), cents break a tie; half the amounts tie a bound's dollars", sample_dollar_ties),
+        "left_and_right_dollars": _digit_by_digit(
+            "left_and_right_dollars", ("left_dollars", "right_dollars"),
+            "Left and Right Dollars: both dollar comparisons, one block each (a pair intervenes on one); "
+            "half the amounts tie a bound's dollars", sample_dollar_ties),
+        "left_boundary_ties": _boundaries(
+            "left_boundary_ties", ("left_boundary",),
+            "Left Boundary on Left Dollars' inputs (half the amounts tie a bound's dollars)", sample_dollar_ties),
+        "right_boundary_ties": _boundaries(
+            "right_boundary_ties", ("right_boundary",),
+            "Right Boundary on Right Dollars' inputs (half the amounts tie a bound's dollars)", sample_dollar_ties),
     },
     templates=_templates(),
     default_causal_model="left_and_right_boundary",

@@ -89,7 +89,7 @@ def test_killed_worker_resumes_from_its_checkpoint_and_a_failing_trial_is_record
     assert rows["planted:in_set@L1:last:das#s0"]["attempts"] == "2"
     failed = rows[failing_key]
     assert failed["status"] == "failed" and failed["attempts"] == "2"  # the first try and max_failures=1 retry
-    assert "causal model of task 'planted' must be one of ['planted'], got 'key_low'" in failed["stop_reason"]
+    assert "causal model of task 'planted' must be one of ['planted'], got 'key_low'" in failed["error"]
     report = json.loads((folder / "report.json").read_text())
     assert [f["key"] for f in report["failed"]] == [failing_key]
     assert failing_key in (folder / "report.md").read_text()
@@ -183,7 +183,7 @@ def test_a_diverging_trial_is_reported_and_does_not_poison_the_others(diverged_s
     rows = rows_of(diverged_sweep)
     diverged, swap = "planted:in_set@L1:last:boundless#s0", "planted:in_set@L1:last:full_swap#s0"
     assert set(rows) == {diverged, swap}
-    assert rows[diverged]["status"] == "diverged" and "loss became nan" in rows[diverged]["stop_reason"]
+    assert rows[diverged]["status"] == "diverged" and "loss became nan" in rows[diverged]["error"]
     assert rows[swap]["status"] == "finished" and float(rows[swap]["test_iia"]) == 1.0
     pids = {json.loads((diverged_sweep / "trials" / name / "attempts.jsonl").read_text())["pid"]
             for name in ("planted.in_set@L1.last.boundless#s0", "planted.in_set@L1.last.full_swap#s0")}

@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from search.cli import main
+from search.verdict import Control, Evidence, judge
 from tests.integration.conftest import cli_process, kill_group, planted_sweep_args, wait_for
 
 pytestmark = pytest.mark.slow
@@ -32,37 +33,56 @@ def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, 
     folder = tmp_path / "sweep"
     assert main(planted_sweep_args(planted_model, folder, "--scheduler", "fifo")) == 0
     out = capsys.readouterr().out
-    assert "heatmaps:" in out and "align-search ui" in out
+    assert "heatmaps:" in out and "align-search ui" in out and "planted: FOUND (SUBSPACE)" in out
     rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
     grid = [r for r in rows if r["phase"] == "grid"]
     controls = {r["role"]: r for r in rows if r["phase"] == "controls"}
-    # FIFO stops nothing, except a trial whose boundary collapses to width zero: a random rotation
-    # may find nothing to swap, and that is a (weak) result of the control, not a failure.
-    assert all(r["status"] == "finished" for r in rows if r["role"] != "random_rotation")
-    assert (controls["random_rotation"]["status"], controls["random_rotation"]["stop_reason"]) in {
-        ("finished", ""), ("stopped_early", "collapsed")}
+    # FIFO stops nothing, and das has a fixed width, so the collapse rule finds nothing to stop either.
+    assert all(r["status"] == "finished" and r["stopped_by"] == "" for r in rows)
     assert len(grid) == 8
     # The best planted hypothesis got two more seeds and its three validity controls.
     assert set(controls) == {"hypothesis", "random_rotation", "random_model", "full_swap"} and len(rows) == 13
     assert (folder / "heatmap_planted.png").is_file() and (folder / "heatmap_key_low.png").is_file()
+    for row in rows:  # every trial: test IIA with its interval, and the floors of its pairs
+        assert float(row["test_iia_ci_low"]) <= float(row["test_iia"]) <= float(row["test_iia_ci_high"])
+        assert row["floor_no_op"] and row["floor_copy_source"]
     best = {r["hypothesis"]: float(r["test_iia"]) for r in grid}
     assert best["planted:in_set@L1:last:das"] >= 0.95
     assert abs(best["planted:in_set@L0:filler:das"] - 0.5) <= 0.1
-    verdict = json.loads((folder / "report.json").read_text())["verdict"]["causal_models"]["planted"]
-    assert verdict["iia"] >= 0.95 and verdict["near_task"] and verdict["seeds"] == 3
+    assert controls["random_rotation"]["draws"] == "10" and float(controls["random_rotation"]["test_iia_sd"]) >= 0
+    report = json.loads((folder / "report.json").read_text())
+    verdict = report["verdict"]["causal_models"]["planted"]
+    # The true site: found, as a subspace (1 of 32 dimensions, far above 1 random dimension).
+    assert (verdict["found"], verdict["state"], verdict["kind"]) == (True, "found", "subspace"), verdict["reason"]
+    assert ":last:das" in verdict["best"] and verdict["iia"] >= 0.95 and verdict["seeds"] == 3
+    assert verdict["ci95"][0] <= verdict["iia"] <= verdict["ci95"][1]
+    assert verdict["widths"] == {"in_set": 1} and verdict["site_width"] == 32
+    # In this task the variable *is* the answer: copying the source's answer is always right, so that floor is
+    # the claim itself; the no-op floor (at most half the pairs unchanged) still applies.
+    assert verdict["floors"]["copy_source"] == 1.0 and verdict["floors"]["no_op"] <= 0.5
     assert set(verdict["controls"]) == {"random_rotation", "random_model", "full_swap"}
-    assert verdict["controls"]["random_rotation"] < 0.8 and verdict["controls"]["random_model"] < 0.8
-    # In this task the variable *is* the answer, so at the last position swapping the whole vector does
-    # as well as the subspace: the verdict must say the alignment is not more specific than a full swap.
-    assert verdict["failed_controls"] == ["full_swap"] and verdict["found"] is False
+    assert all(c["state"] == "ran" for c in verdict["controls"].values())
+    assert verdict["controls"]["random_rotation"]["iia"] < 0.8 and verdict["controls"]["random_model"]["iia"] < 0.8
+    # At the last position a full swap does as well as the subspace; it is described beside the verdict, not a rival.
+    assert verdict["controls"]["full_swap"]["iia"] >= 0.95 and "full swap at this site scores" in verdict["reason"]
+    # The filler site carries nothing: judged by the same rules it is not found (it sits on its no-op floor).
+    filler = next(e for e in report["ranking"] if e["hypothesis"] == "planted:in_set@L0:filler:das")
+    at_filler = judge(Evidence(iia=filler["mean"], ci95=(filler["test_iia_ci_low"], filler["test_iia_ci_high"]),
+                               task_accuracy=verdict["task_accuracy"], widths={"in_set": 1}, site_width=32,
+                               floors={"no_op": filler["floor_no_op"], "copy_source": filler["floor_copy_source"]},
+                               controls={k: Control("ran", c["iia"], c["sd"]) for k, c in verdict["controls"].items()}))
+    assert at_filler["state"] == "not found" and "no-op floor" in " ".join(at_filler["failed"])
     parents, children = runs_of(folder)
     assert len(parents) == 1 and len(children) == 13
     for run in children:
         assert {"causal_model", "variables", "layer", "position", "intervention", "seed"} <= set(run.data.params)
-        finished = run.data.tags["status"] == "finished"
-        assert {"dev_iia", "prealign_accuracy", "loss"} | ({"test_iia"} if finished else set()) <= set(run.data.metrics)
-        assert run.info.status == "FINISHED" and (finished or run.data.tags["stop_reason"] == "collapsed")
+        assert run.data.tags["status"] == "finished" and run.data.tags["stopped_by"] == ""
+        scored = {"prealign_accuracy", "test_iia", "test_iia_ci_low", "test_iia_ci_high", "floor_no_op"}
+        trained = run.data.tags["role"] not in ("random_rotation", "full_swap")  # the untrained controls
+        assert scored | ({"dev_iia", "loss"} if trained else set()) <= set(run.data.metrics)
+        assert run.info.status == "FINISHED"
     assert {"best_iia.planted", "best_iia.key_low"} <= set(parents[0].data.metrics)
+    assert parents[0].data.tags["verdict.planted"] == "found (subspace)"
 
 
 def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
@@ -72,14 +92,18 @@ def test_asha_stops_weak_hypotheses_early(planted_model, tmp_path):
              "--set", "scheduler.collapse_width=-1"]
     assert main(planted_sweep_args(planted_model, folder, *extra)) == 0
     report = json.loads((folder / "report.json").read_text())
+    # Which trials ASHA stops depends on the order they reach a rung, so only this is asserted: some were
+    # stopped, before the end, and (the collapse rule being off) every one of them by ASHA, by its own record.
     assert len(report["stopped_early"]) >= 1
-    assert all(s["reason"] == "asha" and s["step"] < 60 for s in report["stopped_early"])
+    assert all(s["stopped_by"] == "asha" and s["step"] < 60 for s in report["stopped_early"])
     stopped = {s["key"] for s in report["stopped_early"]}
+    rows = {r["key"]: r for r in csv.DictReader((folder / "results.csv").read_text().splitlines())}
+    assert all(rows[key]["test_iia"] for key in stopped)  # scored on test at their best dev state, like the rest
     assert report["ranking"][0]["position"] == "last"
     assert not any(":last:" in key and "@L1" in key for key in stopped)  # the strong hypothesis runs to the end
     # No control ran (controls.top_k=0), so even a perfect alignment is only "unchecked", never found.
     verdict = report["verdict"]["causal_models"]["planted"]
-    assert verdict["iia"] >= 0.95 and verdict["checked"] is False and verdict["found"] is False
+    assert verdict["iia"] >= 0.95 and verdict["state"] == "unchecked" and verdict["found"] is False
 
 
 class _Trap:

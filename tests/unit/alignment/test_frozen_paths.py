@@ -1,4 +1,5 @@
-"""Every fast path gives the plain path's logits: cached in memory, cached in a file, uncached."""
+"""Every fast path gives the plain path's logits: cached in memory, cached in a file, uncached; at a layer's
+output and at its attention and MLP outputs; at one token and at a group of tokens."""
 
 import pytest
 import torch
@@ -20,11 +21,11 @@ def mixed_rows(n=12):
     return rows + frogs
 
 
-def interchange_for(loaded, layer, position, source_position=None, cache="auto", cache_dir=None):
+def interchange_for(loaded, layer, position, source_position=None, component="block", cache="auto", cache_dir=None):
     answers = sorted(set(TASK.template("compact").answers.values()))
     data = build_trial_data(loaded.tokenizer, {"train": mixed_rows()}, ["left_boundary", "right_boundary"], answers)
     config = TrialConfig(model_path=loaded.path, variables=("left_boundary", "right_boundary"), layer=layer,
-                         position=position, source_position=source_position,
+                         component=component, position=position, source_position=source_position,
                          intervention=InterventionConfig(kind="boundless"), train=TrainConfig(cache=cache, seed=1))
     interchange = build_interchange(config, loaded.model, data.table, cache_dir)
     with torch.no_grad():
@@ -33,17 +34,51 @@ def interchange_for(loaded, layer, position, source_position=None, cache="auto",
 
 
 @pytest.mark.parametrize("layer", [0, 1])
-@pytest.mark.parametrize("options", [{"cache": "auto"}, {"cache": "off"}, {"cache": "auto", "cache_dir": "FILE"}],
-                         ids=["memory", "uncached", "file"])
-def test_fast_paths_equal_the_plain_path(tiny_price, tmp_path, layer, options):
+@pytest.mark.parametrize("component", ["block", "attention", "mlp"])
+@pytest.mark.parametrize("options", [{"cache": "auto"}, {"cache": "auto", "cache_dir": "FILE"}, {"cache": "off"}],
+                         ids=["memory", "file", "uncached"])
+def test_fast_paths_equal_the_plain_path(tiny_price, tmp_path, layer, component, options):
     if options.get("cache_dir") == "FILE":
         options = {**options, "cache_dir": tmp_path}
-    interchange, pairs = interchange_for(tiny_price, layer, "amount_last_digit", "last", **options)
-    assert interchange.frozen.cached == (options["cache"] == "auto")
+    # Base at the amount (its token index differs between the two templates), source at the last token;
+    # at layer 0 the edit reaches the answer through the layer above.
+    interchange, pairs = interchange_for(tiny_price, layer, "amount_last_digit", "last", component, **options)
+    # Layer 0's sub-layers start from the embeddings, which are not worth caching.
+    assert interchange.frozen.cached == (options["cache"] == "auto" and (component == "block" or layer > 0))
+    assert_fast_equals_plain(interchange, pairs, moves_the_answer=layer == 0)
+
+
+@pytest.mark.parametrize("component", ["block", "attention", "mlp"])
+def test_fast_paths_equal_the_plain_path_at_the_last_layer(tiny_price, component):
+    interchange, pairs = interchange_for(tiny_price, 1, "last", "amount_first_digit", component)
+    assert_fast_equals_plain(interchange, pairs, moves_the_answer=True)
+
+
+def assert_fast_equals_plain(interchange, pairs, moves_the_answer):
     with torch.no_grad():
         fast = interchange.logits(pairs)
         plain = interchange.logits(pairs, plain=True)
-    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+        untouched = interchange.frozen.plain_logits(pairs.pairs.base_rows)
+    # Tight: a random tiny model's sub-layers move the answer by as little as 1e-4.
+    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-5)
+    if moves_the_answer:
+        assert (fast - untouched).abs().max() > 2e-5
+
+
+@pytest.mark.parametrize(("component", "position", "source_position"), [
+    ("block", "amount_first_digit+last", None), ("mlp", "amount_first_digit+last", "amount_last_digit+-2"),
+    ("attention", "amount_dollars+amount_first_digit+last", None)])
+def test_fast_paths_equal_the_plain_path_at_a_group_of_tokens(tiny_price, component, position, source_position):
+    interchange, pairs = interchange_for(tiny_price, 1, position, source_position, component)
+    assert pairs.base_positions.shape == (len(pairs), len(position.split("+")))
+    assert_fast_equals_plain(interchange, pairs, moves_the_answer=True)
+
+
+def test_a_sub_layer_site_shares_the_cache_of_the_layer_below(tiny_price, tmp_path):
+    interchange_for(tiny_price, 0, "last", cache_dir=tmp_path)
+    interchange_for(tiny_price, 1, "last", component="mlp", cache_dir=tmp_path)
+    interchange_for(tiny_price, 1, "last", component="attention", cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
 
 
 def test_the_intervention_changes_the_output(tiny_price):

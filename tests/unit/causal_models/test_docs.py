@@ -19,3 +19,18 @@ def test_the_documented_task_runs_and_is_short(tmp_path):
     prompt = task.template().render({"a": 7, "b": 5})
     assert prompt.text == "7 plus 5: does it carry?"
     assert prompt.text[prompt.positions["question"]:].startswith("carry?")
+
+
+def test_the_documented_task_gets_held_out_pairs_at_the_sweep_default_sizes(tmp_path):
+    """100 distinct inputs, 2000 / 200 / 400 pairs (the sweep's defaults): dev and test still share no input
+    with training, because some inputs are reserved for them before training is sampled."""
+    from causal_models import make_splits
+
+    code = re.search(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL).group(1)
+    (tmp_path / "carry_task.py").write_text(code)
+    task = get_task(f"{tmp_path / 'carry_task.py'}:CARRY")
+    splits = make_splits(task, "carry", ["carry"], {"train": 2000, "dev": 200, "test": 400}, 0, max_unchanged=0.5)
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [2000, 200, 400]
+    reserved = splits["test"].stats.reserved_inputs
+    assert reserved and splits["train"].stats.distinct_inputs + reserved == 100
+    assert all(splits[s].stats.held_out and splits[s].stats.shared_inputs == 0 for s in ("dev", "test"))

@@ -4,7 +4,7 @@ import warnings
 import pytest
 
 from causal_models import CausalModel, Variable, get_task, sample_pairs
-from causal_models.pairs import SamplingError, indistinguishable_variables
+from causal_models.pairs import SamplingError, floors, indistinguishable_variables, used_inputs
 
 TASK = get_task("price_tagging")
 
@@ -90,3 +90,30 @@ def test_sampler_uses_its_own_rng():
     state = random.getstate()
     sample_pairs(TASK.causal_model("left_boundary"), ["left_boundary"], 20, seed=0)
     assert random.getstate() == state
+
+
+def test_floors_of_hand_made_labels():
+    labels = [True, True, False, False]
+    assert floors(labels, [True, False, False, True], [[True], [False], [False], [True]]) == {
+        "no_op": 0.5, "copy_source": 0.5}
+    # Two sources per pair: the floor is the best single source slot (slot 1 here), never a per-pair choice.
+    two = [[False, True], [True, True], [True, False], [False, True]]  # per pair, some source is always right
+    assert floors(labels, [False] * 4, two)["copy_source"] == 0.75
+
+
+def test_a_rare_label_names_the_balance():
+    rare = CausalModel("rare", [Variable("a", range(1000)), Variable("x", (True, False), ("a",), lambda a: a == 0),
+                                Variable("out", (True, False), ("x",), lambda x: x)], output="out",
+                       sample_inputs=lambda rng: {"a": rng.randrange(1000)})
+    with pytest.raises(SamplingError, match=r"still missing .*0:True.* \(the balance\)\. Set balance_labels=False"):
+        sample_pairs(rare, ["x"], 50, seed=0, max_attempts_per_pair=5)
+
+
+def test_an_exhausted_input_space_names_the_heldout_exclusion():
+    model = TASK.causal_model("left_boundary")
+    first = sample_pairs(model, ["left_boundary"], 20, seed=0)
+    tiny = lambda rng: dict(first.pairs[rng.randrange(20)].base)  # noqa: E731 - inputs of the first set only
+    with pytest.raises(SamplingError, match=r"which held \d+ distinct inputs; 100% of draws used one of the \d+ "
+                                            r"inputs held out .*lower data.n_train"):
+        sample_pairs(model, ["left_boundary"], 10, seed=1, sample_inputs=tiny, exclude=used_inputs(first),
+                     max_attempts_per_pair=5)

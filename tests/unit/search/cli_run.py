@@ -41,4 +41,4 @@ def align_args(model: Path | str, out: Path, *extra: str, task: str = PLANTED) -
     """A two-step planted alignment."""
     return ["align", "--model-path", str(model), "--task", task, "--layer", "1", "--position", "last",
             "--max-steps", "2", "--n-training-examples", "40", "--n-eval-examples", "20", "--n-test-examples", "20",
-            "--valid-steps", "1", "--output-dir", str(out), *extra]
+            "--valid-steps", "1", "--out", str(out), *extra]

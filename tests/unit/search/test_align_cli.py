@@ -54,3 +54,16 @@ def test_das_config_of_a_2023_model_folder(model_folder, tmp_path):
         (model_folder / "das_config" / "config.json").unlink()
     config = json.loads((out / "config.json").read_text())
     assert (config["layer"], config["position"]) == (0, "-2")
+
+
+def test_a_component_and_a_position_group(model_folder, tmp_path, capsys):
+    out = tmp_path / "mlp"
+    assert main(["align", "--model-path", str(model_folder), "--task", "pricing_tag_lb", "--layer", "1",
+                 "--component", "mlp", "--position", "amount_first_digit+last", "--n-training-examples", "32",
+                 "--n-eval-examples", "16", "--n-test-examples", "16", "--train-batch-size", "8",
+                 "--output-dir", str(out), *COMMON]) == 0
+    printed = json.loads(capsys.readouterr().out.strip())
+    assert printed["hypothesis"] == "left_boundary@L1.mlp:amount_first_digit+last:boundless"
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["site"], summary["component"]) == ("model.layers.1.mlp", "mlp")
+    assert summary["position_label"] == "[amount_first_digit + last]"

@@ -1,0 +1,61 @@
+"""Early stopping waits for a hard mask, spares the controls, and records who stopped a trial (no Ray running)."""
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+from ray.tune.schedulers import TrialScheduler
+
+from alignment.config import InterventionConfig
+from search.config import SchedulerConfig
+from search.tune_parts import CollapseStopper, StopLedger, SweepASHA, first_hard_step, hard_reports
+
+
+def test_hard_reports_count_evaluations_after_the_mask_is_near_hard():
+    # The 2023 schedule (50 -> 0.1 over 300 steps) is near-hard only for its last step: one hard report, the last.
+    late = first_hard_step("boundless", 300, InterventionConfig())
+    assert late == 299 and [hard_reports(s, 300, 50, late) for s in (50, 250, 300)] == [0, 0, 1]
+    # A schedule annealed by ~65% of the steps: hard from step 195, so the evaluations at 200, 250, 300.
+    assert [hard_reports(s, 300, 50, 195) for s in (150, 200, 250, 300)] == [0, 1, 2, 3]
+    # A fixed mask is hard from the start; the last step counts even off the eval_every grid.
+    assert first_hard_step("das", 300, InterventionConfig()) == 0
+    assert [hard_reports(s, 130, 50, 0) for s in (50, 100, 130)] == [1, 2, 3]
+    calibrated = replace(InterventionConfig(), temperature_start=1.0, temperature_end=0.01)
+    assert 0 < first_hard_step("boundless", 300, calibrated) < 299
+
+
+def trial(key: str) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=f"id-{key}", config={"trial": key})
+
+
+def result(iia: float, hard: int, **extra) -> dict:
+    return {"iia": iia, "hard_reports": hard, "training_iteration": hard + 3, **extra}
+
+
+def test_asha_judges_only_hard_reports_records_its_stops_and_spares_the_controls():
+    ledger = StopLedger()
+    asha = SweepASHA(ledger, {"control"}, metric="iia", mode="max", max_t=10, grace_period=1, reduction_factor=2)
+    strong, weak, control, last = trial("strong"), trial("weak"), trial("control"), trial("last")
+    for t in (strong, weak, control, last):
+        asha.on_trial_add(None, t)
+    continue_ = TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, weak, result(0.1, 0)) == continue_  # soft mask: not judged
+    assert asha.on_trial_result(None, strong, result(0.9, 1)) == continue_
+    assert asha.on_trial_result(None, control, result(0.0, 1)) == continue_  # a control causal model: never
+    assert asha.on_trial_result(None, last, result(0.0, 1, final=True)) == continue_  # the last evaluation: never
+    assert asha.on_trial_result(None, weak, result(0.2, 1)) == TrialScheduler.STOP
+    assert ledger.pop("id-weak") == "asha" and ledger.pop("id-control") == "" and ledger.pop("id-last") == ""
+    for t in (strong, weak, control, last):
+        asha.on_trial_complete(None, t, {"iia": 0.5, "done": True})
+    assert not asha._trial_info
+
+
+def test_the_collapse_rule_acts_once_the_mask_is_hard_and_records_it():
+    ledger = StopLedger()
+    stopper = CollapseStopper(SchedulerConfig(collapse_width=0, collapse_after=2), ledger)
+    assert not stopper("a", result(0.5, 0, min_width=0))  # before the mask is hard
+    assert not stopper("a", result(0.5, 1, min_width=0))  # the first hard report: collapse_after is 2
+    assert not stopper("a", result(0.5, 2, min_width=0, final=True))  # the last evaluation
+    assert not stopper("b", result(0.5, 2, min_width=1))
+    assert stopper("a", result(0.5, 2, min_width=0)) and ledger.pop("a") == "collapse"
+    off = CollapseStopper(SchedulerConfig(collapse_width=-1), ledger)
+    assert not off("a", result(0.5, 5, min_width=0)) and ledger.pop("a") == ""

@@ -5,7 +5,8 @@ branch, tag or commit. It resolves with huggingface_hub's `snapshot_download`, t
 under `from_pretrained`: the standard cache (`HF_HOME`, `HF_HUB_CACHE`), `HF_HUB_OFFLINE=1`
 (read the cache only, never the network), and the token from the environment (`HF_TOKEN`) for
 gated or private models. Only what loading needs is fetched (config, safetensors weights,
-tokenizer files), never a pickled `pytorch_model.bin`; the snapshot folder then loads like any
+tokenizer files, the model's own Python files, which run only with --trust-remote-code), never
+a pickled `pytorch_model.bin`; the snapshot folder then loads like any
 local folder, so every check on a local folder (safetensors only, no remote code) holds for
 Hub models too. A local path always wins over a Hub id of the same spelling.
 
@@ -23,8 +24,9 @@ from causal_models.errors import UserError
 
 # org/name or name, each part letters, digits, '-', '_', '.'; then an optional @revision.
 _HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?)(?:@(?P<revision>[\w./-]+))?$")
-# What loading a model needs from its repository: never pickles, never other frameworks' weights.
-MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*", "*.jinja"]
+# What loading a model needs from its repository: never pickles, never other frameworks' weights. Python
+# files come too but never run unless --trust-remote-code says so (alignment/models.py checks auto_map).
+MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*", "*.jinja", "*.py"]
 
 
 class HubError(UserError, ValueError):

@@ -26,8 +26,8 @@ LOCAL_STORE = "mlflow.db"  # the default store, as recorded: relative to the swe
 VIEW_KEY = "align-search"  # the UI's viewStateShareKey of a sweep's view (an experiment tag)
 VIEW_TAG = "mlflow.sharedViewState."
 VIEW_COLUMNS = ("metrics.`test_iia`", "metrics.`best_dev_iia`", "metrics.`dev_iia`", "metrics.`prealign_accuracy`",
-                "params.`causal_model`", "params.`variables`", "params.`layer`", "params.`position`",
-                "params.`intervention`", "params.`seed`", "params.`role`", "tags.`status`")
+                "params.`causal_model`", "params.`variables`", "params.`layer`", "params.`component`",
+                "params.`position_label`", "params.`intervention`", "params.`seed`", "params.`role`", "tags.`status`")
 
 
 def default_uri(folder: SweepFolder) -> str:

@@ -90,7 +90,7 @@ def test_align_search_ui_opens_on_the_sweeps_runs_with_their_iia(planted_model, 
                 assert float(shown[run_id][f"metrics.`{column}`"]) == pytest.approx(float(rows[key][column]),
                                                                                     abs=1e-3), (key, column)
             assert shown[run_id]["params.`layer`"] == rows[key]["layer"]
-            assert shown[run_id]["params.`position`"] == rows[key]["position"]
+            assert shown[run_id]["params.`component`"] == rows[key]["component"] == "block"
         screenshot = tmp_path / "runs.png"
         chromium(url, f"--screenshot={screenshot}", size="1600,1000")
         assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000

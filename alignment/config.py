@@ -8,13 +8,15 @@ the width penalty sees the clamped width).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from alignment.config_io import ConfigError, positive
-from alignment.interventions import KINDS
-from alignment.sites import COMPONENTS
-from causal_models.hypotheses import check_position
+from causal_models.hypotheses import COMPONENTS, INTERVENTIONS, Component, InterventionKind, check_position
+
+# torch device names a trial may ask for: cpu, cuda, cuda:1, mps, xpu:0.
+DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class InterventionConfig:
     axis_penalty: weight of a penalty that prefers sparse, axis-aligned rotations (0 = off).
     """
 
-    kind: Literal["boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask"] = "boundless"
+    kind: InterventionKind = "boundless"
     rotation_map: Literal["cayley", "matrix_exp"] = "cayley"
     subspace_dim: int | None = None
     init_width: float = 0.5
@@ -38,8 +40,8 @@ class InterventionConfig:
     temperature_end: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"intervention.kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.kind not in INTERVENTIONS:
+            raise ConfigError(f"intervention.kind must be one of {list(INTERVENTIONS)}, got {self.kind!r}")
         positive("intervention.subspace_dim", self.subspace_dim)
         positive("intervention.init_width", self.init_width)
         positive("intervention.width_penalty", self.width_penalty, allow_zero=True)
@@ -50,7 +52,11 @@ class InterventionConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation of one trial. Steps are optimizer steps (each `gradient_accumulation` batches)."""
+    """Optimisation of one trial. Steps are optimizer steps (each `gradient_accumulation` batches).
+
+    device: where `align` puts the model ("cuda", "cuda:1", "cpu"; None: where it loads, the CPU).
+        A sweep places trials with `resources.gpu` instead.
+    """
 
     batch_size: int = 32
     eval_batch_size: int = 256
@@ -67,8 +73,11 @@ class TrainConfig:
     cache: Literal["auto", "off"] = "auto"
     cache_budget_mb: float = 2048.0
     threads: int | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.device is not None and not DEVICE.match(self.device):
+            raise ConfigError(f"train.device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation", "epochs", "log_every",
                      "eval_every", "max_steps", "threads"):
             positive(f"train.{name}", getattr(self, name))
@@ -124,7 +133,7 @@ class TrialConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trust_remote_code: bool = False
-    component: Literal["block", "attention", "mlp"] = "block"
+    component: Component = "block"
     position_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

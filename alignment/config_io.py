@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -47,22 +48,35 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {error}") from None
 
 
-def override(config: T, assignment: str) -> T:
-    """`config` with one dotted `key.path=value` replaced (value in TOML/JSON syntax or a bare string)."""
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override must look like key.path=value, got {assignment!r}")
+def override(config: T, *assignments: str) -> T:
+    """`config` with dotted `key.path=value` assignments applied (values in TOML/JSON syntax or bare strings).
+
+    The assignments apply in order to the plain data and the config is validated once, at the
+    end, so a step through an invalid state (unset `layer`, then set `site`) is fine.
+    """
+    values = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override must look like key.path=value, got {assignment!r}")
+        values[key.strip()] = parse_value(raw.strip())
+    return with_values(config, values)
+
+
+def with_values(config: T, values: Mapping[str, Any]) -> T:
+    """`config` with each dotted key of `values` set to its (already typed) value, validated once."""
     data = to_dict(config)
-    parts = key.strip().split(".")
-    node = data
-    for depth, part in enumerate(parts[:-1]):
-        if not isinstance(node.get(part), dict):
-            raise ConfigError(f"override key {'.'.join(parts[:depth + 1])!r} is not a table; "
-                              f"tables: {sorted(k for k, v in node.items() if isinstance(v, dict))}")
-        node = node[part]
-    if parts[-1] not in node:
-        raise ConfigError(f"unknown key {key.strip()!r}; known keys here: {sorted(node)}")
-    node[parts[-1]] = parse_value(raw.strip())
+    for key, value in values.items():
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override key {'.'.join(parts[:depth + 1])!r} is not a table; "
+                                  f"tables: {sorted(k for k, v in node.items() if isinstance(v, dict))}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown key {key!r}; known keys here: {sorted(node)}")
+        node[parts[-1]] = value
     return from_dict(type(config), data)
 
 
@@ -86,7 +100,8 @@ def _join(where: str, key: str) -> str:
 
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(hint))
+        choices = typing.get_args(hint)
+        return " or ".join(map(repr, choices)) if len(choices) <= 2 else f"one of {list(choices)}"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
@@ -133,9 +148,11 @@ def _coerce_scalar(value: Any, hint: Any, key: str) -> Any:
 
 
 def positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
-    """Raise ConfigError unless `value` is > 0 (>= 0 with `allow_zero`); None passes."""
+    """Raise ConfigError unless `value` is a finite number > 0 (>= 0 with `allow_zero`); None passes."""
     if value is None:
         return
+    rule = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number {rule}, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
-        rule = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {rule}, got {value!r}")

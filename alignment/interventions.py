@@ -32,15 +32,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from alignment.rotations import Basis, LowRankRotation, Rotation, RotationMap, StandardBasis
+from causal_models.hypotheses import INTERVENTIONS
 
-InterventionKind = Literal["boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask"]
-KINDS: tuple[str, ...] = ("boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask")
+KINDS = INTERVENTIONS  # defined once, torch-free, in causal_models.hypotheses
 
 
 class Mask(nn.Module):

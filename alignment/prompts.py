@@ -27,6 +27,10 @@ class PositionError(UserError, ValueError):
     """A position that does not exist in some prompt."""
 
 
+class TokenizerError(UserError, ValueError):
+    """A tokenizer that cannot serve a task: no offsets, or answers it cannot tell apart by their first token."""
+
+
 @dataclass
 class PromptTable:
     """Unique prompts, tokenized and left-padded.
@@ -97,7 +101,8 @@ def build_prompt_table(tokenizer: object, texts: Sequence[str], positions: Seque
                        names: Sequence[str]) -> PromptTable:
     """Tokenize `texts` (with special tokens) and locate each named position's character offset."""
     if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(f"align-search needs a fast tokenizer (with offset mapping), got {type(tokenizer).__name__}")
+        raise TokenizerError(f"the model's tokenizer must be a fast one (with offset mapping), got "
+                             f"{type(tokenizer).__name__}. Save a tokenizer.json with the model")
     encoded = tokenizer(list(texts), return_offsets_mapping=True, add_special_tokens=True)  # type: ignore[operator]
     lengths = [len(ids) for ids in encoded["input_ids"]]
     seq_len = max(lengths)
@@ -146,8 +151,9 @@ def answer_token_ids(tokenizer: object, answers: Sequence[str]) -> list[int]:
     for answer in answers:
         tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
         if not tokens:
-            raise ValueError(f"answer {answer!r} must tokenize to at least one token")
+            raise TokenizerError(f"answer {answer!r} must tokenize to at least one token")
         ids.append(tokens[0])
     if len(set(ids)) != len(ids):
-        raise ValueError(f"answers {list(answers)} must start with different tokens, got token ids {ids}")
+        raise TokenizerError(f"answers {list(answers)} must start with different tokens, got token ids {ids}: this "
+                             f"tokenizer does not know the task's answers (is the model trained on another task?)")
     return ids

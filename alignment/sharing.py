@@ -15,6 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
+from alignment.hub import HubError, hub_id, snapshot
 from alignment.persistence import DESCRIPTION, WEIGHTS
 
 HUB_PREFIX = "hf://"
@@ -31,17 +32,18 @@ def intervention_folder(path: str | Path) -> Path:
 
 
 def resolve_shared(reference: str | Path) -> Path:
-    """A local intervention folder for `reference` (a path, or hf://owner/name from the Hub)."""
+    """A local intervention folder for `reference`: a path, or hf://owner/name[@revision] from the Hub.
+
+    A Hub reference resolves through the Hugging Face cache like a model (alignment/hub.py):
+    HF_HUB_OFFLINE, HF_TOKEN and revisions work, and a failure is one line saying which.
+    """
     text = str(reference)
     if not text.startswith(HUB_PREFIX):
         return intervention_folder(text)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return intervention_folder(snapshot_download(text[len(HUB_PREFIX):]))
-    except Exception as error:  # offline, missing repo, auth: all mean "cannot fetch it"
-        raise FileNotFoundError(f"cannot download shared intervention {text!r}: {str(error).splitlines()[0]}. "
-                                f"Download the repository folder and pass its path instead") from None
+    found = hub_id(text[len(HUB_PREFIX):])
+    if found is None or "/" not in found[0]:
+        raise HubError(f"a shared intervention must be hf://owner/name or hf://owner/name@revision, got {text!r}")
+    return intervention_folder(snapshot(*found, [DESCRIPTION, WEIGHTS, "README.md"], what="shared intervention"))
 
 
 def export_intervention(run: str | Path, out: str | Path) -> Path:
@@ -60,6 +62,7 @@ def model_card(description: dict) -> str:
     model = description.get("model", {})
     metrics = description.get("metrics", {})
     variables = ", ".join(description.get("variables", []))
+    first_variable = (description.get("variables") or ["VARIABLE"])[0]
     rows = "\n".join(f"| {key} | {value:.3f} |" for key, value in metrics.items() if isinstance(value, (int, float)))
     return f"""---
 library_name: align-search
@@ -83,6 +86,6 @@ refused.
 Steer with it:
 
 ```
-align-search steer THIS_FOLDER --model MODEL --prompt "..." --set {description.get('variables', ['VARIABLE'])[0]}=True
+align-search steer THIS_FOLDER --model-path MODEL --prompt "..." --value {first_variable}=true
 ```
 """

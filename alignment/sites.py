@@ -21,12 +21,12 @@ import difflib
 from torch import nn
 
 from causal_models.errors import UserError
+from causal_models.hypotheses import COMPONENTS  # the one list of components
 
 KNOWN_LAYER_LISTS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers",
                      "transformer.layers", "model.language_model.layers")
 
 
-COMPONENTS = ("block", "attention", "mlp")
 # Children of a decoder layer by their usual names, most common first (GPT-2, Llama/Qwen2/Mistral,
 # GPT-NeoX, Falcon/Bloom, ...), then words the class names of the others contain.
 SUBLAYER_NAMES = {"attention": ("self_attn", "attn", "attention", "self_attention"),

@@ -30,7 +30,12 @@ from alignment.persistence import SavedIntervention, load_intervention
 from alignment.prompts import PromptTable, answer_token_ids, build_prompt_table
 from alignment.sharing import resolve_shared
 from causal_models import Task, get_task
+from causal_models.errors import UserError
 from causal_models.templates import Prompt
+
+
+class SteeringError(UserError, ValueError):
+    """A steering request the saved intervention cannot serve: a value its variable never takes, a prompt count."""
 
 
 @dataclass
@@ -83,9 +88,15 @@ def value_vector(model: Any, tokenizer: Any, saved: SavedIntervention, variable:
             if len(prompts) == n:
                 break
     if len(prompts) < n:
-        raise ValueError(f"variable {variable!r} of {causal_model.name!r} must be able to take value {value!r}; "
-                         f"the sampler produced only {len(prompts)} such prompts")
+        raise SteeringError(f"value of {variable!r} must be one its causal model {causal_model.name!r} gives it, got "
+                            f"{value!r}, which {n} fresh prompts needed and the sampler gave {len(prompts)}. Values "
+                            f"it gave: {_values_seen(causal_model, sampler, variable)}")
     return site_states(model, tokenizer, saved, prompts).mean(dim=0)
+
+
+def _values_seen(causal_model: Any, sampler: Any, variable: str, n: int = 200) -> list[Any]:
+    rng = random.Random(0)
+    return sorted({causal_model.run(sampler(rng))[variable] for _ in range(n)}, key=repr)[:12]
 
 
 def site_states(model: Any, tokenizer: Any, saved: SavedIntervention, prompts: Sequence[Prompt]) -> Tensor:
@@ -127,13 +138,13 @@ def _edit(model: Any, tokenizer: Any, prompts: Sequence[Prompt], steer: Steer, t
     description = steer.description
     variables = list(description["variables"])
     if steer.variable not in variables:
-        raise ValueError(f"variable must be one of {variables} (the intervention's), got {steer.variable!r}")
+        raise SteeringError(f"variable must be one of {variables} (the intervention's), got {steer.variable!r}")
     device = next(model.parameters()).device
     rows = torch.arange(len(prompts))
     base_positions = table.token_index(description["position"], rows).to(device)
     if steer.sources is not None:
         if len(steer.sources) != len(prompts):
-            raise ValueError(f"sources must give one prompt per steered prompt ({len(prompts)}), "
+            raise SteeringError(f"sources must give one prompt per steered prompt ({len(prompts)}), "
                              f"got {len(steer.sources)}")
         vectors = site_states(model, tokenizer, steer.saved, steer.sources)
     else:
@@ -210,7 +221,7 @@ def steering_success(model: Any, tokenizer: Any, steers: Sequence[Steer], n: int
     template = task.template(first.description.get("template"))
     fixed = {steer.variable: steer.value for steer in steers}
     if any(steer.sources is not None for steer in steers):
-        raise ValueError("steering_success measures fixed-value steers; give every steer a value")
+        raise SteeringError("steering_success measures fixed-value steers; give every steer a value")
     rng = random.Random(seed)
     sampler = causal_model.sample_inputs or task.sample_inputs
     flip: list[tuple[Prompt, str]] = []

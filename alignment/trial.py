@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from alignment.metrics import Accuracy, correct_per_pair, task_accuracy
 from alignment.models import LoadedModel, load_model
 from alignment.parallel import DataParallel
 from alignment.persistence import atomic_write_text, model_identity, save_intervention
+from alignment.prompts import PromptTable
 from alignment.sites import component_site
 from alignment.train import Report, TrainState, train
 from causal_models import Hypothesis, get_task, make_splits, to_dataset
@@ -102,18 +104,20 @@ def prepare_trial(config: TrialConfig, output: Path, inputs: TrialInputs,
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
-    loaded = inputs.loaded or load_model(config.model_path, config.train.bf16, config.trust_remote_code)
+    loaded = inputs.loaded or load_model(config.model_path, config.train.bf16, config.trust_remote_code,
+                                         device=config.train.device)
     config = resolve(config, loaded)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
     splits = inputs.splits or build_splits(config)
     task = get_task(config.task)
     answers = sorted(set(task.template(config.data.template).answers.values()))
     data = build_trial_data(loaded.tokenizer, splits, config.variables, answers, inputs.table_prompts)
-    interchange = _interchange(config, loaded, data, inputs.cache_dir)
+    interchange = build_interchange(config, loaded.model, data.table, inputs.cache_dir)
+    positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
+    # Everything is checked (positions included) before the first write: bad input changes no file.
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
     prealign = _prealign(interchange, data, config, parallel)
     log.info("prealign accuracy %.3f (task accuracy of the un-intervened model)", prealign.answers)
-    positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
     return PreparedTrial(config, loaded, data, interchange, positioned, prealign, row_floors(splits["test"]))
 
 
@@ -134,6 +138,9 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     config, interchange = trial.config, trial.interchange
     if resume is not None:
         _truncate_metrics(output / "metrics.jsonl", resume.step)
+    else:  # a new run in the folder of an earlier one (align --overwrite): its results go first
+        (output / "summary.json").unlink(missing_ok=True)
+        shutil.rmtree(output / "intervention", ignore_errors=True)
     if report is not None:
         report = _with_test_at_best(report, trial, parallel, resume.best_dev_iia if resume else -1.0)
     with open(output / "metrics.jsonl", "w" if resume is None else "a") as metrics:
@@ -203,9 +210,14 @@ def _step_of(line: str) -> float:
         return float("inf")
 
 
-def _interchange(config: TrialConfig, loaded: LoadedModel, data: TrialData, cache_dir: str | None) -> Interchange:
-    site = config.site or component_site(loaded.model, config.layer or 0, config.component)
-    frozen = FrozenSite(loaded.model, site, data.table, config.train.cache, config.train.cache_budget_mb, cache_dir)
+def build_interchange(config: TrialConfig, model: Any, table: PromptTable, cache_dir: str | None = None) -> Interchange:
+    """What a trial trains: `model` frozen at the config's site over `table`'s prompts, with a fresh
+    intervention of the config's kind (one block per variable, seeded by `train.seed`).
+
+    `config` must name its variables (a resolved config: `resolve(config, loaded)`).
+    """
+    site = config.site or component_site(model, config.layer or 0, config.component)
+    frozen = FrozenSite(model, site, table, config.train.cache, config.train.cache_budget_mb, cache_dir)
     intervention = build_intervention(
         config.intervention.kind, frozen.hidden_size(), len(config.variables),
         subspace_dim=config.intervention.subspace_dim, rotation_map=config.intervention.rotation_map,

@@ -26,12 +26,17 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from causal_models.errors import UserError
 from causal_models.task import Task, unknown_name
 
-INTERVENTIONS = ("boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask")
-COMPONENTS = ("block", "attention", "mlp")
+# The small vocabularies of a hypothesis, each defined once as a Literal (configs type with them,
+# alignment/interventions.py builds the kinds, alignment/sites.py resolves the components).
+InterventionKind = Literal["boundless", "das", "low_rank", "full_swap", "random_rotation", "neuron_mask"]
+INTERVENTIONS: tuple[str, ...] = get_args(InterventionKind)
+Component = Literal["block", "attention", "mlp"]
+COMPONENTS: tuple[str, ...] = get_args(Component)
 GROUP, CROSS = "+", "<-"
 EVERY, ALL = "every", "all"
 _SLUG_NAMES = {"\n": "NL", "\t": "TAB", " ": "SP"}

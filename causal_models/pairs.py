@@ -105,7 +105,7 @@ class PairSet:
 
 
 class SamplingError(UserError, ValueError):
-    """The sampler could not produce the requested label or unchanged shares."""
+    """Sampling settings out of range, or shares of labels or unchanged pairs the sampler could not produce."""
 
 
 def sample_pairs(
@@ -260,14 +260,14 @@ def _check_arguments(causal_model: CausalModel, variables: Sequence[str], n: int
     if len(set(variables)) != len(variables):
         raise CausalModelError(f"variables must be distinct, got {list(variables)}")
     if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+        raise SamplingError(f"n must be a positive integer, got {n!r}")
     if max_unchanged is not None and not 0.0 <= max_unchanged <= 1.0:
-        raise ValueError(f"max_unchanged must be in [0, 1], got {max_unchanged!r}")
+        raise SamplingError(f"max_unchanged must be in [0, 1], got {max_unchanged!r}")
     if per_pair not in ("one", "all"):
-        raise ValueError(f"per_pair must be 'one' or 'all', got {per_pair!r}")
+        raise SamplingError(f"per_pair must be 'one' or 'all', got {per_pair!r}")
     sampler = sample_inputs or causal_model.sample_inputs
     if sampler is None:
-        raise ValueError(f"causal model {causal_model.name!r} has no input sampler; pass sample_inputs")
+        raise SamplingError(f"causal model {causal_model.name!r} has no input sampler; pass sample_inputs")
     return sampler
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from causal_models.causal_model import CausalModel
@@ -57,7 +57,6 @@ class Task:
     default_causal_model: str
     default_template: str
     controls: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, model in self.causal_models.items():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from causal_models.errors import UserError
@@ -134,15 +134,19 @@ class PromptTemplate:
 
         Raises TemplateError when `text` does not follow the template.
         """
-        pattern, fields = "", []
+        pattern, fields, pieces = "", [], []
         for literal, field_name, _, _ in string.Formatter().parse(self.text):
             pattern += re.escape(literal)
+            pieces.append((literal, field_name))
             if field_name is not None:
                 pattern += f"(?P<{field_name}>.+?)"
                 fields.append(field_name)
-        match = re.fullmatch(pattern, text, flags=re.DOTALL)
+        # The pattern backtracks over every way to split the text between fields: refuse what cannot
+        # match (literals missing or out of order, far too long) before it runs.
+        match = re.fullmatch(pattern, text, flags=re.DOTALL) if _may_follow(text, pieces) else None
         if match is None:
-            raise TemplateError(f"prompt must follow template {self.name!r} ({self.text!r}), got {text!r}")
+            shown = repr(text) if len(text) <= 160 else f"{text[:160]!r}... ({len(text)} characters)"
+            raise TemplateError(f"prompt must follow template {self.name!r} ({self.text!r}), got {shown}")
         field_spans = {name: match.span(name) for name in fields}
         literal_spans, offset = [], 0
         for literal, field_name, _, _ in string.Formatter().parse(self.text):
@@ -157,10 +161,6 @@ class PromptTemplate:
             raise TemplateError(f"template {self.name!r} has no answer for output value {output_value!r}; "
                                 f"answers: {dict(self.answers)}")
         return self.answers[output_value]
-
-    def with_prefix(self, prefix: str, name: str) -> PromptTemplate:
-        """The same template after an irrelevant prefix (positions move with it)."""
-        return replace(self, name=name, text=_escape(prefix) + self.text)
 
     def _literal_text(self) -> str:
         return "".join(literal for literal, _, _, _ in string.Formatter().parse(self.text))
@@ -187,5 +187,22 @@ def _index_in_span(name: str, start: int, end: int, index: int, text: str) -> in
     return start + index % length
 
 
-def _escape(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
+MAX_PROMPT_CHARACTERS = 20_000  # a prompt read back through a template; longer ones are not a task's prompts
+
+
+def _may_follow(text: str, pieces: list[tuple[str, str | None]]) -> bool:
+    """Can `text` follow a template of these (literal, field) pieces? Its literals in order, each field non-empty."""
+    if len(text) > MAX_PROMPT_CHARACTERS:
+        return False
+    suffix = pieces[-1][0] if pieces and pieces[-1][1] is None else ""
+    if not text.endswith(suffix):
+        return False
+    end, offset = len(text) - len(suffix), 0
+    for index, (literal, field_name) in enumerate(pieces):
+        if index == len(pieces) - 1 and field_name is None:
+            break  # the suffix, checked above
+        found = text.find(literal, offset) if index else (0 if text.startswith(literal) else -1)
+        if found < 0 or found + len(literal) > end:
+            return False
+        offset = found + len(literal) + (1 if field_name is not None else 0)
+    return offset <= end

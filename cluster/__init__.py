@@ -17,7 +17,7 @@ _EXPORTS = {
     "run_sharded_trial": "cluster.sharded", "concurrent_sharded_trials": "cluster.sharded",
     "connect": "cluster.ray_cluster", "connected": "cluster.ray_cluster",
     "cluster_status": "cluster.ray_cluster", "format_status": "cluster.ray_cluster",
-    "ClusterStatus": "cluster.ray_cluster",
+    "ClusterStatus": "cluster.ray_cluster", "check_fits": "cluster.ray_cluster",
 }
 __all__ = sorted(_EXPORTS)
 

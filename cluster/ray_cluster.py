@@ -41,6 +41,10 @@ class ClusterAddressError(UserError, ValueError):
     """An address that is none of the forms Ray accepts."""
 
 
+class UnsatisfiableResources(UserError, ValueError):
+    """A trial asks for more than any one node of the cluster has: it would wait forever."""
+
+
 def address_kind(address: str | None) -> AddressKind:
     """Which kind of address this is; a malformed one raises ClusterAddressError naming the accepted forms."""
     if not address:
@@ -195,6 +199,23 @@ def format_status(status: ClusterStatus) -> str:
     live = sum(n.alive for n in status.nodes)
     lines.append(f"cluster: {live} live nodes, {_describe(status.total, status.free)}")
     return "\n".join(lines)
+
+
+def check_fits(request: Mapping[str, float], status: ClusterStatus, where: str = "the cluster") -> None:
+    """Raise UnsatisfiableResources unless one live node has, in all, what one trial asks for.
+
+    Ray Tune would otherwise keep the trial pending forever (a GPU on a CPU-only machine, a
+    custom resource no node defines); free resources do not matter here, only totals.
+    """
+    wanted = {key: float(value) for key, value in request.items() if value}
+    nodes = [node.total for node in status.nodes if node.alive]
+    if any(all(node.get(key, 0.0) >= value for key, value in wanted.items()) for node in nodes):
+        return
+    asked = ", ".join(f"{key} {value:g}" for key, value in wanted.items())
+    raise UnsatisfiableResources(
+        f"resources per trial must fit on one node of {where}, got {asked}; {where} has "
+        f"{_describe(status.total, None)} ({len(nodes)} live node{'s' if len(nodes) != 1 else ''}). Lower "
+        f"resources.cpu / resources.gpu / resources.custom, or join a cluster that has them (--address)")
 
 
 def _resources(raw: Mapping[str, float]) -> dict[str, float]:

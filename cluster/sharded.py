@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import threading
@@ -53,13 +52,13 @@ from typing import Any, cast
 from ray.train import UserCallback
 
 from alignment.config import TrialConfig
+from alignment.hub import hub_id, local_path
 from alignment.models import ModelLoadError
 from alignment.persistence import atomic_write_text
 from alignment.train import Report, TrainState
 from cluster.janitor import PlacementGroupJanitor
 from cluster.shard_worker import INTERVENTION, TRAIN_STATE, load_train_state, train_worker
 
-log = logging.getLogger(__name__)
 Rows = Sequence[Mapping[str, Any]]
 
 
@@ -98,7 +97,8 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     storage = Path(storage_path) if storage_path else output / ".ray_train"
-    payload = {"config": replace(config, model_path=os.path.abspath(config.model_path)), "splits": splits,
+    model_path = config.model_path if hub_id(config.model_path) else os.path.abspath(config.model_path)
+    payload = {"config": replace(config, model_path=model_path), "splits": splits,
                "resume": resume, "use_gpu": use_gpu, "zero_options": zero_options,
                "checkpoints": report is not None}
     relay = _Relay.create()
@@ -116,7 +116,7 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
 
 def _check_model_folder(model_path: str) -> None:
     """Refuse here, in one line, what every worker would otherwise fail on after Ray Train started."""
-    path = Path(model_path)
+    path = local_path(model_path)  # a Hub id: its snapshot here (each worker resolves it from its own cache)
     if path.is_file() and path.suffix == ".gguf":
         raise ModelLoadError(f"a sharded trial must load a Hugging Face model folder, got the GGUF file "
                              f"{model_path!r}; convert it once with alignment.models.convert_gguf")

@@ -8,15 +8,23 @@ controls, every layer, the named positions around the amount and the response.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import tomllib
 
 from alignment.config import DataConfig, InterventionConfig, TrainConfig
 from alignment.config_io import ConfigError, from_dict, override, positive, to_dict
-from causal_models.hypotheses import grid_positions
+from alignment.hub import hub_id
+from causal_models.hypotheses import Component, grid_positions
+
+# The validity controls a found alignment is checked against (search/controls.py), defined once.
+ControlKind = Literal["random_rotation", "random_model", "full_swap"]
+CONTROL_KINDS: tuple[ControlKind, ...] = get_args(ControlKind)
+# An MLflow tracking URI: a server, a database, or Databricks (not a bare path: the file store is retired).
+TRACKING_URI = re.compile(r"^(https?://[^\s/]+\S*|sqlite:///\S+|(postgresql|mysql|mssql)(\+\w+)?://\S+|databricks(://\S*)?)$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class HypothesesConfig:
     layers: str | tuple[int, ...] = "all"
     positions: str | tuple[str | int | tuple[str | int, ...], ...] = (
         "amount_first_digit", "amount_last_digit", "amount_dollars", "amount_newline", "response_colon", "last")
-    components: tuple[Literal["block", "attention", "mlp"], ...] = ("block",)
+    components: tuple[Component, ...] = ("block",)
     interventions: tuple[str, ...] = ("boundless",)
     seeds: tuple[int, ...] = (0,)
     shard: int = 1
@@ -120,10 +128,23 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow: where runs go. No uri: a SQLite store inside the sweep folder."""
+    """MLflow: where runs go. No uri: a SQLite store inside the sweep folder.
+
+    uri: a tracking server (http://host:5000, https://...), a database (sqlite:////abs/path.db,
+        postgresql://...) or databricks. MLflow's plain-folder store is in maintenance mode and
+        is refused.
+    """
 
     uri: str | None = None
     experiment: str = "align-search"
+
+    def __post_init__(self) -> None:
+        if self.uri is not None and not TRACKING_URI.match(self.uri):
+            raise ConfigError(f"tracking.uri must be an MLflow server (http://HOST:PORT), a database "
+                              f"(sqlite:///PATH.db, postgresql://...) or databricks, got {self.uri!r}. "
+                              f"Drop it to log into the sweep folder")
+        if not self.experiment.strip():
+            raise ConfigError("tracking.experiment must be a non-empty name, got ''")
 
 
 @dataclass(frozen=True)
@@ -143,7 +164,7 @@ class ControlsConfig:
     """
 
     top_k: int = 1
-    kinds: tuple[str, ...] = ("random_rotation", "random_model", "full_swap")
+    kinds: tuple[ControlKind, ...] = CONTROL_KINDS
     seeds: tuple[int, ...] = (1, 2)
     margin: float = 0.05
     random_draws: int = 10
@@ -151,9 +172,8 @@ class ControlsConfig:
     def __post_init__(self) -> None:
         positive("controls.top_k", self.top_k, allow_zero=True)
         for kind in self.kinds:
-            if kind not in ("random_rotation", "random_model", "full_swap"):
-                raise ConfigError(f"controls.kinds must be among random_rotation, random_model, full_swap, "
-                                  f"got {kind!r}")
+            if kind not in CONTROL_KINDS:
+                raise ConfigError(f"controls.kinds must be among {', '.join(CONTROL_KINDS)}, got {kind!r}")
         if not 0.0 <= self.margin < 1.0:
             raise ConfigError(f"controls.margin must be in [0, 1), got {self.margin}")
         if self.random_draws < 2:
@@ -183,6 +203,9 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty folder name, got {self.name!r}")
+        if self.train.device is not None:
+            raise ConfigError(f"train.device must be unset in a sweep, got {self.train.device!r}: a sweep puts each "
+                              f"trial on a GPU with resources.gpu=1")
 
 
 def default_config() -> SweepConfig:
@@ -193,17 +216,22 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """The embedded default, or a TOML file, with `key.path=value` overrides applied in order."""
     config = default_config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"sweep config must be a TOML file, got {str(path)!r} (no such file)")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"sweep config {str(path)!r} is not valid TOML: {error}") from None
-        config = from_dict(SweepConfig, _merge(to_dict(config), data))
-    for assignment in overrides:
-        config = override(config, assignment)
-    return config
+        config = from_dict(SweepConfig, _merge(to_dict(config), read_toml(Path(path))))
+    return override(config, *overrides)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; ConfigError (one line, naming the file) for anything that is not one."""
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "no such file"
+        raise ConfigError(f"sweep config must be a TOML file, got {str(path)!r} ({what})")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"sweep config {str(path)!r} must be UTF-8 text (TOML), got the byte "
+                          f"{error.object[error.start]:#04x} at offset {error.start}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"sweep config {str(path)!r} is not valid TOML: {error}") from None
 
 
 def _merge(defaults: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -236,8 +264,9 @@ def with_flags(config: SweepConfig, **flags: Any) -> SweepConfig:
 
 
 def _absolute_paths(config: SweepConfig) -> SweepConfig:
+    """Local model and task-file paths made absolute; a Hugging Face Hub id stays as it is."""
     model_path, task = config.model_path, config.task
-    if model_path and not Path(model_path).is_absolute():
+    if model_path and hub_id(model_path) is None and not Path(model_path).is_absolute():
         model_path = str(Path(model_path).resolve())
     location, _, attribute = task.rpartition(":")
     if location.endswith(".py") and not Path(location).is_absolute():

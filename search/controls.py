@@ -29,7 +29,6 @@ from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec, replacing
 
 log = logging.getLogger(__name__)
-CONTROL_KINDS = ("random_rotation", "random_model", "full_swap")
 
 
 def plan_controls(config: SweepConfig, folder: SweepFolder) -> list[TrialSpec]:
@@ -76,13 +75,14 @@ def make_random_model(config: SweepConfig, folder: SweepFolder) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
+    from alignment.hub import local_path
     from alignment.models import is_gguf, load_tokenizer, model_config
     from search.prepare import resolve_model_path
 
     target = folder.path / "random_model"
     if (target / "config.json").is_file():
         return target
-    source = Path(resolve_model_path(config))
+    source = local_path(resolve_model_path(config))  # a Hub id's snapshot folder in the Hugging Face cache
     torch.manual_seed(config.data.seed)
     model = AutoModelForCausalLM.from_config(model_config(source), dtype=torch.float32)
     shutil.rmtree(target, ignore_errors=True)  # what an interrupted older save left

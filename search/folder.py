@@ -14,14 +14,22 @@
       mlflow.db           the default MLflow store; mlartifacts/ its artifacts
       results.csv, heatmap_<causal model>.png, report.md
 
-Trials on other machines read the same folder, so on a multi-node cluster it must be on
-shared storage (NFS, EFS, a mounted bucket); see docs/scaling.md.
+Every path is found from the folder itself, never stored: a moved or copied sweep folder
+opens (`ui`), reports and resumes where it is (state.json names the default store
+`mlflow.db`, relative to the folder; search/tracking.py moves the store's artifact paths
+along). Trials on other machines read the same folder, so on a multi-node cluster it must be
+on shared storage (NFS, EFS, a mounted bucket); see docs/scaling.md.
+
+A torn trial file (summary.json, status.json) is skipped with a warning that names it, so
+one bad trial never hides the others; a torn sweep-level file (sweep.json, trials.json,
+state.json) stops the command with one line saying which file and how to recover.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,27 +37,44 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alignment.config_io import ConfigError, from_dict, to_dict
-from alignment.persistence import atomic_write_text
+from alignment.files import atomic_write_text
 from causal_models import Hypothesis
-from search.config import SweepConfig
+from causal_models.errors import UserError
+from search.config import ControlKind, SweepConfig
+
+log = logging.getLogger(__name__)
+Phase = Literal["grid", "controls"]
+Role = Literal["hypothesis"] | ControlKind
+# How to recover from a torn sweep-level file (each one line, printed with the file's name).
+RECOVER = {
+    "sweep.json": "restore it from the artifact sweep.json of the sweep's MLflow parent run, or start a new sweep",
+    "trials.json": "delete it and resume: `align-search sweep --resume` plans the same trials again from sweep.json "
+                   "and keeps every finished one",
+    "state.json": "delete it and resume: every result is kept, and the sweep gets a new MLflow parent run",
+}
+
+
+class SweepFileError(UserError, ValueError):
+    """A sweep-level file that is torn or not what align-search wrote."""
 
 
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial of a sweep: a hypothesis, a seed, and its role.
 
-    role: "hypothesis" for the grid, or the control it is ("random_rotation", "random_model",
-        "full_swap", "control_model") for a found alignment's validity checks.
+    phase: "grid" (the hypotheses) or "controls" (the checks of the best ones, run after).
+    role: "hypothesis" for the grid and its extra seeds, or the control it is
+        ("random_rotation", "random_model", "full_swap") for a found alignment's validity checks.
     target: for a control, the key of the trial it checks.
     """
 
     hypothesis: Hypothesis
     seed: int
-    phase: str = "grid"
-    role: str = "hypothesis"
+    phase: Phase = "grid"
+    role: Role = "hypothesis"
     target: str | None = None
 
     @property
@@ -102,6 +127,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_trial_file(path: Path) -> dict[str, Any] | None:
+    """A trial's JSON file, or None when it is missing or torn (a warning names it: the trial counts as not run)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        log.warning("skipping %s: torn or not JSON (%s); that trial counts as not run, resume re-runs it", path, error)
+        return None
+    if not isinstance(data, dict):
+        log.warning("skipping %s: must hold a JSON object, got %s", path, type(data).__name__)
+        return None
+    return data
+
+
 def data_name(causal_model: str, variables: tuple[str, ...]) -> str:
     return f"{causal_model}__{'+'.join(variables)}"
 
@@ -125,14 +165,34 @@ class SweepFolder:
     def read_config(self) -> SweepConfig:
         if not self.exists():
             raise FileNotFoundError(f"a sweep folder must hold sweep.json, got {str(self.path)!r}")
-        return from_dict(SweepConfig, json.loads(self.config_file.read_text()))
+        return from_dict(SweepConfig, self._read_sweep_file("sweep.json", dict))
+
+    def _read_sweep_file(self, name: str, kind: type) -> Any:
+        """A sweep-level JSON file; SweepFileError (which file, how to recover) when it is torn."""
+        path = self.path / name
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SweepFileError(f"{str(path)!r} must be the JSON align-search wrote, got a torn or foreign file "
+                                 f"({error}). To recover, {RECOVER[name]}") from None
+        if not isinstance(data, kind):
+            raise SweepFileError(f"{str(path)!r} must hold a JSON {'object' if kind is dict else 'list'}, got "
+                                 f"{type(data).__name__}. To recover, {RECOVER[name]}")
+        return data
 
     def write_trials(self, specs: list[TrialSpec]) -> None:
         atomic_write_text(self.path / "trials.json", json.dumps([s.to_dict() for s in specs], indent=1) + "\n")
 
     def read_trials(self) -> list[TrialSpec]:
-        path = self.path / "trials.json"
-        return [TrialSpec.from_dict(d) for d in json.loads(path.read_text())] if path.is_file() else []
+        if not (self.path / "trials.json").is_file():
+            return []
+        try:
+            return [TrialSpec.from_dict(d) for d in self._read_sweep_file("trials.json", list)]
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, UserError):
+                raise
+            raise SweepFileError(f"{str(self.path / 'trials.json')!r} must list trials as align-search wrote them, "
+                                 f"got {error!r}. To recover, {RECOVER['trials.json']}") from None
 
     def trial(self, key: str) -> TrialSpec:
         for spec in self.read_trials():
@@ -155,8 +215,7 @@ class SweepFolder:
         return self.path / "cache"
 
     def read_state(self) -> dict[str, Any]:
-        path = self.path / "state.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return self._read_sweep_file("state.json", dict) if (self.path / "state.json").is_file() else {}
 
     def update_state(self, **values: Any) -> dict[str, Any]:
         state = {**self.read_state(), **values}
@@ -164,12 +223,10 @@ class SweepFolder:
         return state
 
     def summary(self, key: str) -> dict[str, Any] | None:
-        path = self.trial_dir(key) / "summary.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_trial_file(self.trial_dir(key) / "summary.json")
 
     def status(self, key: str) -> dict[str, Any] | None:
-        path = self.trial_dir(key) / "status.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_trial_file(self.trial_dir(key) / "status.json")
 
     def best(self, key: str) -> dict[str, Any] | None:
         """The trial's test IIA and widths at its best dev state so far (written as it reports)."""

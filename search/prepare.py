@@ -133,8 +133,8 @@ def check_grid(config: SweepConfig, facts: ModelFacts, template: str,
 
 
 def check_width(kind: str, subspace_dim: int | None, n_variables: int, hidden_size: int | None) -> None:
-    """A DAS or low-rank subspace must fit in the model's hidden size."""
-    width = {"das": (subspace_dim or 1) * n_variables, "low_rank": subspace_dim or 1}.get(kind)
+    """A DAS or low-rank subspace (or any kind's `subspace_dim`) must fit in the model's hidden size."""
+    width = {"das": (subspace_dim or 1) * n_variables, "low_rank": subspace_dim or 1}.get(kind, subspace_dim)
     if hidden_size is not None and width is not None and width > hidden_size:
         raise ConfigError(f"intervention.subspace_dim must fit the model's hidden size {hidden_size} "
                           f"({kind} over {n_variables} variable(s) needs {width} dimensions), got {subspace_dim}")

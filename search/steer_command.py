@@ -1,40 +1,39 @@
-"""`align-search steer`: apply saved interventions to prompts, and measure steering success."""
+"""`align-search steer`: apply saved interventions to prompts, and measure steering success.
+
+Fixed-value steering names its assignments `--value VARIABLE=VALUE` (`--set` is the older,
+deprecated spelling: everywhere else `--set` overrides a config key); source-based steering
+takes `--source` prompts. The model is `--model-path` (default: the one the first run was
+trained on), as in every command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alignment.config_io import ConfigError
+from search.flags import POSITIVE, add_model_path
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("steer", help="apply saved interventions at inference (source-based or fixed-value)")
-    p.add_argument("runs", nargs="+", help="trial folders (or intervention folders) to apply together")
+    p.add_argument("runs", nargs="+", help="trial folders, intervention folders or hf://owner/name, applied together")
     p.add_argument("--prompt", action="append", default=[], help="a prompt in the intervention's template")
     p.add_argument("--source", action="append", default=[], help="source prompt(s): one, or one per --prompt")
-    p.add_argument("--set", action="append", default=[], metavar="VARIABLE=VALUE",
-                   help="fixed-value steering, e.g. left_boundary=True")
-    p.add_argument("--eval", type=int, metavar="N", help="steering success rate on N fresh prompts")
-    p.add_argument("--generate", type=int, metavar="TOKENS", help="also print greedy continuations")
-    p.add_argument("--model", help="the model (default: the one the first run was trained on)")
-
-
-def add_share_parser(sub: Any) -> None:
-    p = sub.add_parser("share", help="export a trained intervention as a Hub-style folder with a model card")
-    p.add_argument("run", help="a trial folder or an intervention folder")
-    p.add_argument("--out", required=True)
-
-
-def share(args: argparse.Namespace) -> str:
-    from alignment.sharing import export_intervention
-    out = export_intervention(args.run, args.out)
-    return f"wrote {out} (intervention.json, intervention.safetensors, README.md): upload it as a Hub repository"
+    p.add_argument("--value", "--set", dest="values", action="append", default=[], metavar="VARIABLE=VALUE",
+                   help="fixed-value steering, e.g. left_boundary=true (--set is a deprecated alias)")
+    p.add_argument("--eval", type=POSITIVE, metavar="N", help="steering success rate on N fresh prompts")
+    p.add_argument("--generate", type=POSITIVE, metavar="TOKENS", help="also print greedy continuations")
+    add_model_path(p, "--model", required=False,
+                   help="the model (default: the one the first run was trained on); a folder, .gguf or Hub id")
+    p.set_defaults(handler=steer)
 
 
 def parse_value(raw: str) -> Any:
+    """A variable's value: true/false (any case), an integer, else the text."""
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -44,27 +43,46 @@ def parse_value(raw: str) -> Any:
         return raw.strip()
 
 
-def steer(args: argparse.Namespace) -> dict[str, Any]:
-    from alignment.models import load_model
-    from alignment.steering import Steer, answer_with, generate_with, load_steering, locate, steering_success
-
+def _check_request(args: argparse.Namespace) -> None:
+    """What the flags ask must make sense before the model loads."""
     if not args.prompt and not args.eval:
         raise ConfigError("steer needs --prompt TEXT or --eval N")
-    if bool(args.set) == bool(args.source):
-        raise ConfigError("steer needs either --set VARIABLE=VALUE (fixed value) or --source TEXT (source-based)")
+    if bool(args.values) == bool(args.source):
+        raise ConfigError("steer needs either --value VARIABLE=VALUE (fixed value) or --source TEXT (source-based)")
+    if args.source and args.eval:
+        raise ConfigError("--eval measures fixed-value steering; use --value VARIABLE=VALUE with it, not --source")
+    if args.source and len(args.source) not in (1, len(args.prompt)):
+        raise ConfigError(f"--source must be given once, or once per --prompt ({len(args.prompt)}), got "
+                          f"{len(args.source)} times")
+
+
+def steer(args: argparse.Namespace, announce: Callable[[str], None]) -> dict[str, Any]:
+    from alignment.models import load_model
+    from alignment.steering import Steer, load_steering
+
+    _check_request(args)
+    values = dict(_assignment(item) for item in args.values)
     loaded = load_model(_model_path(args))
     saved = [load_steering(run, loaded.model) for run in args.runs]
-    values = dict(_assignment(item) for item in args.set)
     steers: list[Steer] = []
-    for item in saved:
+    for run, item in zip(args.runs, saved):
         variables = list(item.description["variables"])
-        if args.set:
+        if args.values:
             chosen = [v for v in variables if v in values]
             if not chosen:
-                raise ConfigError(f"--set must name a variable of every run; {variables} are not among {list(values)}")
+                raise ConfigError(f"--value must name a variable of every run, got {sorted(values)}; the variables "
+                                  f"of {run!r} are {variables}")
+            for variable in chosen:
+                _check_domain(item, variable, values[variable])
             steers.extend(Steer(item, v, value=values[v]) for v in chosen)
         else:
             steers.append(Steer(item, variables[0]))
+    return _apply(args, loaded, saved, steers)
+
+
+def _apply(args: argparse.Namespace, loaded: Any, saved: list[Any], steers: list[Any]) -> dict[str, Any]:
+    from alignment.steering import answer_with, generate_with, locate, steering_success
+
     result: dict[str, Any] = {}
     if args.prompt:
         prompts = [locate(saved[0], text) for text in args.prompt]
@@ -73,6 +91,8 @@ def steer(args: argparse.Namespace) -> dict[str, Any]:
             sources = sources * len(prompts) if len(sources) == 1 else sources
             for steer_ in steers:
                 steer_.sources = sources
+        for prompt in prompts + (sources if args.source else []):
+            _check_known(loaded.tokenizer, prompt.text)
         answers = sorted(set(_template(saved[0]).answers.values()))
         plain, steered = answer_with(loaded.model, loaded.tokenizer, prompts, steers, answers)
         result["answers"] = [{"prompt": p.text, "without": a, "with": b} for p, a, b in zip(prompts, plain, steered)]
@@ -89,17 +109,45 @@ def _template(saved: Any) -> Any:
     return task_of(saved).template(saved.description.get("template"))
 
 
+def _check_domain(saved: Any, variable: str, value: Any) -> None:
+    """A fixed value must be one the variable takes in its causal model (when the model says which)."""
+    from alignment.steering import task_of
+
+    domain = task_of(saved).causal_model(saved.description["causal_model"]).variable(variable).values
+    if domain is not None and not isinstance(domain, range) and value not in domain:
+        raise ConfigError(f"--value {variable} must be one of {sorted(domain, key=repr)}, got {value!r}")
+    if isinstance(domain, range) and value not in domain:
+        raise ConfigError(f"--value {variable} must be in {domain}, got {value!r}")
+
+
+def _check_known(tokenizer: Any, text: str) -> None:
+    """A prompt must be made of text the tokenizer knows: an unknown token would steer nothing real."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [text[start:end] for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
+             if token == unknown]
+    if spans:
+        raise ConfigError(f"prompt must use only text the model's tokenizer knows, got {spans[:5]} read as its "
+                          f"unknown token {tokenizer.unk_token!r} in {text[:80]!r}")
+
+
 def _assignment(item: str) -> tuple[str, Any]:
     name, sep, value = item.partition("=")
     if not sep or not name.strip():
-        raise ConfigError(f"--set must look like VARIABLE=VALUE, got {item!r}")
+        raise ConfigError(f"--value must look like VARIABLE=VALUE, got {item!r}")
     return name.strip(), parse_value(value)
 
 
 def _model_path(args: argparse.Namespace) -> str:
-    if args.model:
-        return str(args.model)
+    if args.model_path:
+        return str(args.model_path)
     config = Path(args.runs[0]) / "config.json"
-    if config.is_file():
+    if not config.is_file():
+        raise ConfigError(f"{args.runs[0]!r} has no config.json naming its model; pass --model-path MODEL")
+    try:
         return str(json.loads(config.read_text())["model_path"])
-    raise ConfigError(f"{args.runs[0]!r} has no config.json naming its model; pass --model PATH")
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{str(config)!r} must name the run's model_path, got a torn or foreign file ({error!r}); "
+                          f"pass --model-path MODEL") from None

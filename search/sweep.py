@@ -23,6 +23,7 @@ sweep folder is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.config_io import ConfigError, to_dict
+from cluster.ray_cluster import ClusterStatus, NodeStatus, check_fits
 from search.config import SweepConfig
 from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
@@ -47,7 +49,7 @@ from search.prepare import (
     sweep_prompts,
     template_name,
 )
-from search.tracking import Tracker, check_tracking, default_uri, is_local
+from search.tracking import Tracker, check_tracking, default_uri
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "tune"
@@ -64,15 +66,36 @@ class SweepResult:
 
 
 def check_sweep(config: SweepConfig) -> None:
-    """Everything that can be checked before the sweep folder is made: Ray address, MLflow, model, grid.
-    Writes nothing."""
+    """Everything that can be checked before the sweep folder is made: Ray address, MLflow, model, grid, resources.
+
+    Writes nothing. (On a cluster joined with `ray_address`, resources are checked once joined.)
+    """
     if config.ray_address:
         from cluster.ray_cluster import check_address
         check_address(config.ray_address)
-    if config.tracking.uri and not is_local(config.tracking.uri):
+    if config.tracking.uri:
         check_tracking(config.tracking.uri)
     facts = model_facts(resolve_model_path(config))
     check_grid(config, facts, template_name(config, facts.meta))
+    if not config.ray_address:
+        check_fits(_trial_resources(config), _local_status(config), "this machine")
+
+
+def _trial_resources(config: SweepConfig) -> dict[str, float]:
+    return {"CPU": config.resources.cpu, "GPU": config.resources.gpu, **config.resources.custom}
+
+
+def _local_cpus(config: SweepConfig) -> int:
+    per_trial = config.resources.cpu + (config.hypotheses.shard if config.hypotheses.shard > 1 else 0)
+    return max(os.cpu_count() or 1, int(config.resources.concurrency * per_trial))
+
+
+def _local_status(config: SweepConfig) -> ClusterStatus:
+    """What the local Ray this sweep would start has: its CPUs and the GPUs torch sees."""
+    import torch
+
+    total = {"CPU": float(_local_cpus(config)), "GPU": float(torch.cuda.device_count())}
+    return ClusterStatus((NodeStatus("local", "127.0.0.1", True, True, total, None),), total, None)
 
 
 def new_folder(config: SweepConfig) -> SweepFolder:
@@ -84,19 +107,29 @@ def new_folder(config: SweepConfig) -> SweepFolder:
     if folder.exists():
         raise ConfigError(f"sweep folder {str(path)!r} already holds a sweep; resume it with "
                           f"`align-search sweep --resume {path}` or choose another --out")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"sweep folder must be a directory, got {str(path)!r}, which is a file. Choose another --out")
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if held:  # someone's files: a sweep would overwrite their results.csv, report.md, ...
+        raise ConfigError(f"sweep folder must be a new or empty folder, got {str(path)!r}, which holds "
+                          f"{', '.join(held[:8])}{' and more' if len(held) > 8 else ''}. Choose another --out")
     _check_writable(path)
     return folder
 
 
 def _check_writable(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"sweep folder must be a directory, got {str(path)!r}, which is a file. Choose another --out")
+    made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        try:
+            probe.write_text("ok")
+        finally:
+            probe.unlink(missing_ok=True)
     except OSError as error:
+        for folder in made:  # leave nothing behind: the folders this check made, deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise PermissionError(f"sweep folder {str(path)!r} must be writable, got {error.strerror or error} "
                               f"({error.filename or path}). Choose another --out") from None
 
@@ -223,11 +256,15 @@ def _init_ray(config: SweepConfig) -> bool:
     if ray.is_initialized():
         return False
     if config.ray_address:
-        from cluster.ray_cluster import connect
+        from cluster.ray_cluster import cluster_status, connect
         connect(config.ray_address)
+        try:  # a trial no node can hold would wait forever
+            check_fits(_trial_resources(config), cluster_status(), f"the cluster at {config.ray_address}")
+        except BaseException:
+            ray.shutdown()
+            raise
         return True
-    per_trial = config.resources.cpu + (config.hypotheses.shard if config.hypotheses.shard > 1 else 0)
-    cpus = max(os.cpu_count() or 1, int(config.resources.concurrency * per_trial))
+    cpus = _local_cpus(config)
     # "local": a Ray of its own, even when a cluster started with `ray start` runs on this machine (ray.init()
     # would join that one, through /tmp/ray/ray_current_cluster, and refuse num_cpus); --address joins one.
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20,

@@ -1,18 +1,16 @@
-"""The sweep's subcommands: sweep, report, sync, ui. They return text; search/cli.py prints it."""
+"""The sweep's subcommands: sweep, report, sync. They return text; search/cli.py prints it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from alignment.config_io import ConfigError, to_dict
+from alignment.config_io import ConfigError, override, to_dict
 from search.config import SweepConfig, load_config, to_toml, with_flags
 from search.folder import SweepFolder
 
@@ -20,7 +18,7 @@ from search.folder import SweepFolder
 RUNTIME_KEYS = ("ray_address", "tracking.uri", "resources.concurrency", "resources.max_failures", "output_dir")
 
 
-def add_parsers(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("sweep", help="run a layer x position sweep (the embedded default with no config)")
     p.add_argument("config", nargs="?", help="a TOML sweep config (default: the embedded price-tagging sweep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -30,26 +28,32 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--address", help="join a running Ray cluster (auto, HOST:PORT or ray://HOST:PORT)")
     p.add_argument("--tracking-uri", help="log to this MLflow server instead of the sweep folder")
     p.add_argument("--scheduler", choices=["asha", "fifo"])
-    p.add_argument("--out", help="the sweep folder (default: sweeps/NAME-TIMESTAMP)")
+    p.add_argument("--out", help="the sweep folder, new or empty (default: sweeps/NAME-TIMESTAMP)")
+    p.set_defaults(handler=sweep)
     p = sub.add_parser("report", help="rewrite a sweep's results.csv, heatmaps and verdict")
     p.add_argument("folder")
+    p.set_defaults(handler=report)
     p = sub.add_parser("sync", help="upload what a sweep could not log to MLflow")
     p.add_argument("folder")
     p.add_argument("--tracking-uri")
-    p = sub.add_parser("ui", help="open the MLflow UI over a sweep's store (on 127.0.0.1)")
-    p.add_argument("folder")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(handler=sync)
 
 
 def resolve_sweep_config(args: argparse.Namespace) -> tuple[SweepConfig, SweepFolder | None]:
+    """The config to run, and the folder it resumes (None for a new sweep).
+
+    A resumed sweep compares what was asked (a config file, or the stored config with the
+    `--set` overrides applied) with what it was made by, key by key.
+    """
     flags = {"scheduler": args.scheduler, "address": args.address, "tracking_uri": args.tracking_uri, "out": args.out}
     if not args.resume:
         return with_flags(load_config(args.config, args.set), **flags), None
     folder = SweepFolder(args.resume)
     stored = folder.read_config()
+    folder.read_trials(), folder.read_state()  # a torn one stops the resume here, before anything is rewritten
     if args.config or args.set:
-        asked = with_flags(load_config(args.config, args.set), **flags)
+        asked = with_flags(load_config(args.config, args.set) if args.config else override(stored, *args.set),
+                           **flags)
         differing = _differences(to_dict(stored), to_dict(asked))
         if differing:
             raise ConfigError(f"resume folder {args.resume!r} was made by a different config; differing keys: "
@@ -79,9 +83,15 @@ def sweep(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
         from search.plan import plan_sweep
         return plan_sweep(config)
     check_sweep(config)  # bad input fails here, in one line, before the sweep folder exists
+    made = folder is None
     folder = folder or new_folder(config)
     started = time.perf_counter()
-    result = run_sweep(config, folder, announce)
+    try:
+        result = run_sweep(config, folder, announce)
+    except Exception:
+        if made and not (folder.path / "trials").exists():  # failed before any trial ran: leave nothing half-made
+            shutil.rmtree(folder.path, ignore_errors=True)
+        raise
     lines = _closing_lines(folder, result.report, time.perf_counter() - started)
     if result.tracking_lost:
         lines += (f"\nMLflow at {result.tracking_lost} stopped answering during the sweep; every result is in "
@@ -122,17 +132,28 @@ def _evidence_line(v: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def report(args: argparse.Namespace) -> str:
+def report(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     from search.report import write_report
 
-    folder = SweepFolder(args.folder)
-    folder.read_config()
+    folder = _with_results(args.folder)
     result = write_report(folder)
     return json.dumps({"verdict": result["verdict"], "stopped_early": len(result["stopped_early"]),
                        "files": [str(f) for f in result["files"]]}, indent=2)
 
 
-def sync(args: argparse.Namespace) -> str:
+def _with_results(path: str) -> SweepFolder:
+    """The sweep folder at `path`, which must hold at least one trial's result (else a report has nothing)."""
+    folder = SweepFolder(path)
+    folder.read_config()
+    specs = folder.read_trials()
+    if not any(folder.summary(spec.key) or folder.status(spec.key) for spec in specs):
+        raise ConfigError(f"sweep folder {path!r} must hold a trial's result to report on, got none of its "
+                          f"{len(specs)} trials finished or stopped; nothing was written. Run or resume it first: "
+                          f"`align-search sweep --resume {path}`")
+    return folder
+
+
+def sync(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     from search.report import write_report
     from search.sweep import tracker_for
 
@@ -148,24 +169,3 @@ def sync(args: argparse.Namespace) -> str:
     result = write_report(folder)
     tracker.finish_parent(result["parent_metrics"], result["parent_tags"], result["files"])
     return f"synced {uploaded} trials of {folder.path} to {tracker.uri}"
-
-
-def ui(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
-    from search.tracking import default_uri
-
-    folder = SweepFolder(args.folder)
-    folder.read_config()
-    state = folder.read_state()
-    mlflow = shutil.which("mlflow") or f"{sys.executable} -m mlflow"
-    command = [*mlflow.split(), "server", "--host", args.host, "--port", str(args.port), "--workers", "1",
-               "--backend-store-uri", state.get("tracking_uri") or default_uri(folder)]
-    experiment = state.get("experiment_id", "0")
-    announce(f"MLflow UI: http://{args.host}:{args.port}/#/experiments/{experiment}/runs (Ctrl-C to stop)")
-    process = subprocess.Popen(command, env={**__import__("os").environ,
-                                             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
-        process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=30)
-    return "MLflow UI stopped"

@@ -10,7 +10,8 @@ again never duplicates: a trial's child run is found again (marker, else its `tr
 tag), and its metrics carry timestamps derived from the run's start and the step, so a
 re-logged point is the same point, which the store keeps once.
 
-The default store is a SQLite file in the sweep folder, so a fresh machine needs no server.
+The default store is a SQLite file in the sweep folder, so a fresh machine needs no server;
+search/store.py keeps it portable and saves the view the MLflow UI opens on.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from alignment.persistence import atomic_write_text
+from alignment.files import atomic_write_text
 from causal_models.errors import UserError
 from search.folder import SweepFolder, TrialSpec, read_jsonl
+from search.store import LOCAL_STORE, default_uri, relocate, set_view, stored_uri, uri_of
+
+__all__ = ["MARKER", "Tracker", "TrackingUnreachable", "check_tracking", "client_for", "default_uri", "is_local"]
 
 log = logging.getLogger(__name__)
 MARKER = "mlflow.json"
@@ -39,15 +43,14 @@ class TrackingUnreachable(UserError, RuntimeError):
     """The MLflow tracking server cannot be reached (or its local store cannot be written)."""
 
 
-def default_uri(folder: SweepFolder) -> str:
-    return f"sqlite:///{folder.path.resolve() / 'mlflow.db'}"
-
-
 def is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 def client_for(uri: str) -> MlflowClient:
+    """A client of the store at `uri` (a SQLite file is checked first: SQLAlchemy retries one it cannot open)."""
+    if uri.startswith("sqlite:///"):
+        _check_sqlite(uri)
     if not is_local(uri):  # fail fast, never retry for minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -56,6 +59,8 @@ def client_for(uri: str) -> MlflowClient:
 
 def check_tracking(uri: str, client: MlflowClient | None = None) -> None:
     """Raise TrackingUnreachable (one line, naming the URI) unless the store answers."""
+    if uri.startswith("sqlite:///"):  # SQLAlchemy retries an unopenable file for minutes: look first
+        _check_sqlite(uri)
     try:
         (client or client_for(uri)).search_experiments(max_results=1)
     except Exception as error:  # any transport or storage error means the same to the user
@@ -67,11 +72,25 @@ def check_tracking(uri: str, client: MlflowClient | None = None) -> None:
                                   f"Start it, or drop --tracking-uri to log into the sweep folder") from None
 
 
+def _check_sqlite(uri: str) -> None:
+    path = Path(uri.removeprefix("sqlite:///"))
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        why = ("it is a folder" if path.is_dir() else "its folder does not exist" if not folder.is_dir()
+               else "it or its folder is read-only")
+        raise TrackingUnreachable(f"MLflow store {uri} must be a SQLite file this process can write, got {why}. "
+                                  f"Choose another --tracking-uri, or drop it to log into the sweep folder")
+
+
 class Tracker:
     """The sweep's MLflow experiment and parent run; every call survives an unreachable server."""
 
     def __init__(self, folder: SweepFolder, uri: str, experiment: str):
         self.folder, self.uri, self.experiment = folder, uri, experiment
+        self.stored = stored_uri(folder, uri)  # how state.json and the trial markers name this store
+        if self.stored == LOCAL_STORE:
+            relocate(folder)
         self.client = client_for(uri)
         self.available = True
         self.live: dict[str, tuple[str, int]] = {}  # trial key -> (child run id, its start in ms)
@@ -89,7 +108,7 @@ class Tracker:
     def start_parent(self, config: dict[str, Any]) -> str:
         """The sweep's parent run: created once, reused (and marked running again) on resume."""
         state = self.folder.read_state()
-        if state.get("parent_run_id") and state.get("tracking_uri") == self.uri:
+        if state.get("parent_run_id") and uri_of(self.folder, state.get("tracking_uri")) == self.uri:
             self.client.update_run(state["parent_run_id"], status="RUNNING")
             return str(state["parent_run_id"])
         run = self.client.create_run(self.experiment_id(), run_name=self.folder.path.name,
@@ -98,7 +117,8 @@ class Tracker:
         for start in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[start:start + 100])
         self.client.log_artifact(run.info.run_id, str(self.folder.config_file))
-        self.folder.update_state(parent_run_id=run.info.run_id, tracking_uri=self.uri,
+        set_view(self.client, run.info.experiment_id, run.info.run_id)
+        self.folder.update_state(parent_run_id=run.info.run_id, tracking_uri=self.stored,
                                  experiment_id=run.info.experiment_id)
         return str(run.info.run_id)
 
@@ -106,8 +126,8 @@ class Tracker:
         """Trials that run again after failing: upload them again, into the same child run, without the old error."""
         for key in keys:
             marker = _read_marker(self.folder.trial_dir(key))
-            if marker.get("run_id") and marker.get("uri", self.uri) == self.uri:
-                _write_marker(self.folder.trial_dir(key), run_id=marker["run_id"], uri=self.uri, uploaded=False)
+            if marker.get("run_id") and marker.get("uri", self.stored) == self.stored:
+                _write_marker(self.folder.trial_dir(key), run_id=marker["run_id"], uri=self.stored, uploaded=False)
                 self._safely(lambda run_id=marker["run_id"]: self._drop_tag(run_id, "error"))
 
     def _drop_tag(self, run_id: str, tag: str) -> bool:
@@ -126,7 +146,7 @@ class Tracker:
     def upload_trial(self, spec: TrialSpec, extra_tags: dict[str, str] | None = None) -> bool:
         """Mirror a finished (or stopped, diverged, failed) trial into its child run, once."""
         directory = self.folder.trial_dir(spec.key)
-        if _uploaded(_read_marker(directory), self.uri):
+        if _uploaded(_read_marker(directory), self.stored):
             return True
         return self._safely(lambda: self._upload(spec, directory, extra_tags or {}))
 
@@ -152,7 +172,7 @@ class Tracker:
             self.client.log_artifacts(run_id, str(directory / "intervention"), "intervention")
         final = "FINISHED" if summary or status.get("status") in ("stopped_early", "diverged") else "FAILED"
         self.client.set_terminated(run_id, final)
-        _write_marker(directory, run_id=run_id, uri=self.uri, uploaded=True)
+        _write_marker(directory, run_id=run_id, uri=self.stored, uploaded=True)
         return True
 
     def _run_for(self, key: str, spec: TrialSpec | None = None) -> str:
@@ -160,11 +180,11 @@ class Tracker:
         if key not in self.live:
             directory = self.folder.trial_dir(key)
             marker = _read_marker(directory)
-            known = marker.get("run_id") if marker.get("uri", self.uri) == self.uri else None
+            known = marker.get("run_id") if marker.get("uri", self.stored) == self.stored else None
             run = self._existing_run(key, known) or self._create_run(key, spec or self.folder.trial(key))
             self.live[key] = (run.info.run_id, int(run.info.start_time))
             if known != run.info.run_id:
-                _write_marker(directory, run_id=run.info.run_id, uri=self.uri, uploaded=False)
+                _write_marker(directory, run_id=run.info.run_id, uri=self.stored, uploaded=False)
         return self.live[key][0]
 
     def _existing_run(self, key: str, run_id: str | None) -> Any:

@@ -6,16 +6,25 @@ own Python file or importable module; it works everywhere a built-in one does.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
+from causal_models.errors import UserError
 from causal_models.task import Task, UnknownNameError, unknown_name
 from causal_models.tasks.hierarchical_equality import HIERARCHICAL_EQUALITY
 from causal_models.tasks.ioi import IOI
 from causal_models.tasks.price_tagging import PRICE_TAGGING
 from causal_models.tasks.word_logic import WORD_LOGIC
+
+
+class TaskFileError(UserError, ImportError):
+    """A user's task file that does not import: a syntax error, an exception, or exit() while importing."""
+
 
 TASKS: dict[str, Task] = {task.name: task for task in (PRICE_TAGGING, HIERARCHICAL_EQUALITY, WORD_LOGIC, IOI)}
 
@@ -31,6 +40,32 @@ def get_task(name: str) -> Task:
                        "(docs/your-own-task.md).")
 
 
+@contextlib.contextmanager
+def _import_guard(what: str, path: Path | None, module_name: str) -> Iterator[None]:
+    """Turn whatever importing the user's code does wrong into one line naming the file and the line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit too: exit() in the file would look like success
+        sys.modules.pop(module_name, None)  # never leave a half-imported module behind
+        if isinstance(error, ModuleNotFoundError) and error.name and module_name.startswith(error.name):
+            raise UnknownNameError(f"{what} cannot be imported: {error}") from None
+        raise TaskFileError(f"{what} must import without errors, got {_describe(error, path)}") from None
+
+
+def _describe(error: BaseException, path: Path | None) -> str:
+    """The error's kind, its line in the user's file, and its first line."""
+    if isinstance(error, SystemExit):
+        return f"exit({error.code!r}) while importing it"
+    if isinstance(error, SyntaxError):
+        return f"{type(error).__name__} at line {error.lineno}: {error.msg}"
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if path is not None and Path(frame.filename).resolve() == path.resolve()]
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}{f' at line {lines[-1]}' if lines else ''}: {first}"
+
+
 def _load_user_task(spec: str) -> Task:
     location, _, attribute = spec.rpartition(":")
     if location.endswith(".py"):
@@ -43,12 +78,11 @@ def _load_user_task(spec: str) -> Task:
             raise UnknownNameError(f"task file {location!r} cannot be imported as Python")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
-        module_spec.loader.exec_module(module)
+        with _import_guard(f"task file {location!r}", path, module_name):
+            module_spec.loader.exec_module(module)
     else:
-        try:
+        with _import_guard(f"task module {location!r}", None, location):
             module = importlib.import_module(location)
-        except ImportError as error:
-            raise UnknownNameError(f"task module {location!r} cannot be imported: {error}") from None
     if not hasattr(module, attribute):
         tasks = [n for n, v in vars(module).items() if isinstance(v, Task)]
         raise UnknownNameError(f"{location!r} must define {attribute!r}; Task objects it defines: {tasks}")

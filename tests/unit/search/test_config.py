@@ -71,10 +71,15 @@ def test_resume_refuses_a_different_config_and_shows_the_keys(tmp_path):
 
 def test_relative_model_and_task_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # Ray Tune runs trials in their own folders: the driver's paths must not be relative
+    (tmp_path / "models" / "smollm2").mkdir(parents=True)
     args = argparse.Namespace(config=None, set=['model_path="models/smollm2"', 'task="tasks/mine.py:MINE"'],
                               resume=None, scheduler=None, address=None, tracking_uri=None, out=None)
     config, _ = resolve_sweep_config(args)
     assert config.model_path == str(tmp_path / "models" / "smollm2")
+    args.set = ['model_path="HuggingFaceTB/SmolLM2-135M@main"']  # a Hub id is not a path: it stays as it is
+    assert resolve_sweep_config(args)[0].model_path == "HuggingFaceTB/SmolLM2-135M@main"
+    args.set = ['model_path="models/missing"']  # its first part is a local folder: a local path
+    assert resolve_sweep_config(args)[0].model_path == str(tmp_path / "models" / "missing")
     assert config.task == f"{tmp_path / 'tasks' / 'mine.py'}:MINE"
     args.set = ['task="ioi"']
     assert resolve_sweep_config(args)[0].task == "ioi"

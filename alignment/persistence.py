@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from alignment.interventions import SubspaceSwap, build_intervention
+from alignment.interventions import Boundary, SubspaceSwap, build_intervention
 from causal_models.errors import UserError
 
 FORMAT = "align-search/intervention"
@@ -83,7 +83,9 @@ def save_intervention(directory: str | Path, intervention: SubspaceSwap, descrip
     full = {"format": FORMAT, "version": VERSION, "kind": intervention.kind,
             "hidden_size": intervention.hidden_size, "n_variables": intervention.n_variables,
             "width": intervention.basis.width, "temperature": float(intervention.mask.temperature),
-            "boundary_widths": intervention.mask.sizes(), "versions": versions(), **description}
+            "boundary_widths": intervention.mask.sizes(), "versions": versions(),
+            **({"log_boundary": intervention.mask.log_scale, "soft_start": intervention.mask.soft_start}
+               if isinstance(intervention.mask, Boundary) else {}), **description}
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.")
     os.close(handle)
     save_file({k: v.detach().cpu().contiguous() for k, v in intervention.state_dict().items()}, temporary)
@@ -104,7 +106,10 @@ def load_intervention(directory: str | Path, model: nn.Module | None = None) -> 
         check_model(description, model)
     intervention = build_intervention(description["kind"], description["hidden_size"], description["n_variables"],
                                       subspace_dim=description.get("subspace_dim"),
-                                      rotation_map=description.get("rotation_map", "cayley"))
+                                      rotation_map=description.get("rotation_map", "cayley"),
+                                      # saved before these were recorded: the 2023 boundary (a share, soft start)
+                                      log_boundary=description.get("log_boundary", False),
+                                      soft_start=description.get("soft_start", True))
     intervention.load_state_dict(load_file(str(directory / WEIGHTS)))
     return SavedIntervention(intervention, description)
 

@@ -10,6 +10,7 @@ step a boundary reached width 0, dev IIA at each evaluation, and the final dev/t
     .venv/bin/python docs/calibration.py equality
     .venv/bin/python docs/calibration.py profile          # the mask at the same schedule point per block size
     .venv/bin/python docs/calibration.py table RUNS.jsonl...  # markdown rows from the JSON lines above
+    .venv/bin/python docs/calibration.py steer --schedule 2023  # steering with left_boundary's subspace
 
 `--set key=value` changes any intervention./train. key of the schedule on top (e.g.
 `--set intervention.width_penalty=0.3`).
@@ -127,6 +128,25 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def steer(args: argparse.Namespace) -> dict[str, Any]:
+    """Learn left_boundary at L0:amount_first_digit (evaluating every 100 steps), then set it True."""
+    from alignment.models import load_model
+    from alignment.steering import Steer, load_steering, steering_success
+
+    intervention, train = schedule(args.schedule, args.set)
+    path = "alignment/task_models/price_tagging"
+    loaded = load_model(path)
+    config = TrialConfig(model_path=path, task="price_tagging", causal_model="left_boundary", layer=0,
+                         position="amount_first_digit", intervention=intervention,
+                         train=replace(train, eval_every=100), data=SWEEP.data)
+    with tempfile.TemporaryDirectory() as folder:
+        summary = run_trial(config, folder, TrialInputs(loaded=loaded))
+        saved = load_steering(folder, loaded.model)
+        success = steering_success(loaded.model, loaded.tokenizer, [Steer(saved, "left_boundary", value=True)], n=300)
+    return {"test_iia": summary["test_iia"], "widths": summary["boundary_widths"], "flipped": success.flipped,
+            "kept": success.kept}
+
+
 def site_name(run: dict[str, Any]) -> str:
     if run["what"] == "planted":
         return f"planted d={run['d']} k={run['k']}" + (" (wrong site)" if run["wrong"] else "")
@@ -152,7 +172,7 @@ def table(paths: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("planted", "price", "equality", "profile", "table"))
+    parser.add_argument("what", choices=("planted", "price", "equality", "profile", "table", "steer"))
     parser.add_argument("files", nargs="*", help="table: JSON-lines files written by the other commands")
     parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="default")
     parser.add_argument("--set", action="append", default=[])
@@ -175,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "equality":
         args.causal_model = args.causal_model or "wx"
         result = shipped(args, "hierarchical_equality", "hierarchical_equality")
+    elif args.what == "steer":
+        result = steer(args)
     else:
         result = profile(args)
     print(json.dumps({"what": args.what, "schedule": args.schedule, "set": args.set,

@@ -1,9 +1,12 @@
 """What one trial trains: the hypothesis, the intervention, the data and the optimisation.
 
-Defaults follow the 2023 code where it was right (Adam, rotation lr 1e-3, boundary lr 1e-2,
-10% warm-up then linear decay, temperature 50 -> 0.1) and fix where it was not (every batch
-counts under gradient accumulation, the schedule is fp32, evaluation uses the hard mask,
-the width penalty sees the clamped width).
+The Boundless DAS defaults are calibrated to behave the same at every hidden size (64 to 4096;
+docs/calibration.md has the measurements): the temperature starts as a share of each variable's
+block and ends in coordinates by 60 % of the steps, the boundary is learned as the log of its
+share, the learning rate stays at its peak after warm-up. The 2023 code's schedule, tuned for
+2048-wide blocks, is `PAPER_2023`. Fixed from the 2023 code whatever the schedule: every batch
+counts under gradient accumulation, the schedule is fp32, evaluation uses the hard mask, the
+width penalty sees the clamped width.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from causal_models.hypotheses import COMPONENTS, INTERVENTIONS, Component, Inter
 DEVICE = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
+def share(name: str, value: float, allow_zero: bool = False) -> None:
+    """Raise ConfigError unless `value` is a share of the steps: in (0, 1] (or [0, 1] with `allow_zero`)."""
+    if not (0.0 <= value <= 1.0) or (value == 0.0 and not allow_zero):
+        raise ConfigError(f"{name} must be in {'[0' if allow_zero else '(0'}, 1], got {value!r}")
+
+
 @dataclass(frozen=True)
 class InterventionConfig:
     """The intervention of a hypothesis.
@@ -26,18 +35,42 @@ class InterventionConfig:
     kind: boundless | das | low_rank | full_swap | random_rotation | neuron_mask.
     subspace_dim: das: coordinates per variable; low_rank: columns in all.
     init_width: initial boundary, as a share of each variable's block.
-    width_penalty: weight of the summed boundary widths (the 2023 code: 1.0).
+    soft_start: the mask's start is a sigmoid too (the 2023 code), not the edge of the block.
+    log_boundary: learn each boundary as the log of its share of the block, so Adam moves it by
+        a share of its own width per step, whatever the block (False: the share, the 2023 code).
+    width_penalty: weight of the summed boundary widths, each a share of its block (2023: 1.0).
+    penalty_warmup: share of the steps over which the width penalty rises linearly from 0 to
+        `width_penalty` (2023: 0, full from the first step).
     axis_penalty: weight of a penalty that prefers sparse, axis-aligned rotations (0 = off).
+    temperature_start: the mask's first temperature, in block widths (`temperature_unit`
+        "block": T = temperature_start x block coordinates) or in coordinates ("coordinate";
+        2023: 50).
+    temperature_end: the last temperature, in coordinates (2023: 0.1).
+    temperature_curve: how T falls: "geometric" (the same number of steps per halving) or
+        "linear" (2023).
+    anneal_share: share of the steps over which T falls; it stays at temperature_end after (2023: 1.0).
+
+    Near-hard: the soft mask is within 0.1 of the hard one at every coordinate once T <= 0.23
+    coordinates (`alignment.train.NEAR_HARD_TEMPERATURE`). By default (T from 0.5 block widths
+    to 0.1 coordinates over 60 % of the steps) that holds at every block size from 60 % of the
+    steps on (`alignment.train.mask_hard_step`: step 179 of 300); under the 2023 schedule only
+    at the last step (299 of 300).
     """
 
     kind: InterventionKind = "boundless"
     rotation_map: Literal["cayley", "matrix_exp"] = "cayley"
     subspace_dim: int | None = None
     init_width: float = 0.5
-    width_penalty: float = 1.0
+    soft_start: bool = False
+    log_boundary: bool = True
+    width_penalty: float = 3.0
+    penalty_warmup: float = 0.0
     axis_penalty: float = 0.0
-    temperature_start: float = 50.0
+    temperature_start: float = 0.5
+    temperature_unit: Literal["block", "coordinate"] = "block"
     temperature_end: float = 0.1
+    temperature_curve: Literal["geometric", "linear"] = "geometric"
+    anneal_share: float = 0.6
 
     def __post_init__(self) -> None:
         if self.kind not in INTERVENTIONS:
@@ -48,6 +81,8 @@ class InterventionConfig:
         positive("intervention.axis_penalty", self.axis_penalty, allow_zero=True)
         positive("intervention.temperature_start", self.temperature_start)
         positive("intervention.temperature_end", self.temperature_end)
+        for name in ("penalty_warmup", "anneal_share"):
+            share(f"intervention.{name}", getattr(self, name), allow_zero=name == "penalty_warmup")
 
 
 @dataclass(frozen=True)
@@ -56,6 +91,15 @@ class TrainConfig:
 
     device: where `align` puts the model ("cuda", "cuda:1", "cpu"; None: where it loads, the CPU).
         A sweep places trials with `resources.gpu` instead.
+    lr, boundary_lr: Adam's learning rates of the rotation and of the boundaries (2023: 1e-3, 1e-2).
+    boundary_beta2: Adam's second-moment decay for the boundaries (2023: Adam's default 0.999).
+        A short memory (0.9) lets a log-boundary's step follow its gradient as the width, and so
+        the penalty's gradient, shrinks by orders of magnitude; with 0.999, one large
+        cross-entropy gradient at the mask's edge stalls the boundary for hundreds of steps.
+    warmup, lr_floor: the learning rate rises linearly over the first `warmup` share of the
+        steps, then falls linearly to `lr_floor` times its peak at the last step (1: constant,
+        the default, so the intervention keeps training under the near-hard mask; 0: to zero,
+        2023).
     """
 
     batch_size: int = 32
@@ -64,8 +108,10 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None
     lr: float = 1e-3
-    boundary_lr: float = 1e-2
+    boundary_lr: float = 5e-2
+    boundary_beta2: float = 0.9
     warmup: float = 0.1
+    lr_floor: float = 1.0
     seed: int = 42
     log_every: int = 10
     eval_every: int = 50
@@ -85,6 +131,9 @@ class TrainConfig:
         positive("train.boundary_lr", self.boundary_lr)
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"train.warmup must be in [0, 1), got {self.warmup}")
+        share("train.lr_floor", self.lr_floor, allow_zero=True)
+        if not 0.0 <= self.boundary_beta2 < 1.0:
+            raise ConfigError(f"train.boundary_beta2 must be in [0, 1), got {self.boundary_beta2}")
 
 
 @dataclass(frozen=True)
@@ -150,3 +199,23 @@ class TrialConfig:
             check_position(self.position, self.source_position)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The intervention and train settings of a named schedule (the keys `--set` would change)."""
+
+    intervention: InterventionConfig
+    train: TrainConfig
+
+
+# The 2023 code's schedule (Wu et al. 2023, run_alignment.py; the research notes' align-transformers.md 1.4-1.5):
+# temperature 50 -> 0.1 coordinates, linear over every step; the boundary learned as a share of its block, its
+# mask soft at both ends, width penalty 1.0 from the first step; Adam (rotation 1e-3, boundary 1e-2, default
+# betas), 10 % warm-up then linear decay to 0. Init width and batch size are the caller's (2023: 1.0 of a half
+# block, batch 8 x 8 accumulation).
+PAPER_2023 = Schedule(
+    InterventionConfig(temperature_start=50.0, temperature_unit="coordinate", temperature_end=0.1,
+                       temperature_curve="linear", anneal_share=1.0, soft_start=True, log_boundary=False,
+                       width_penalty=1.0, penalty_warmup=0.0),
+    TrainConfig(lr=1e-3, boundary_lr=1e-2, boundary_beta2=0.999, warmup=0.1, lr_floor=0.0))

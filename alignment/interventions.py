@@ -6,8 +6,9 @@ in a *learned* basis: rotate the base and source vectors into it, put the source
 coordinates of the variable's subspace into the base, rotate back. Boundless DAS (Wu et al.
 2023, "Interpretability at Scale") also learns how big that subspace is: each variable owns
 a block of the rotated coordinates, and a sigmoid "boundary" with a temperature decides how
-much of the block is swapped, annealed from soft (T = 50) to nearly hard (T = 0.1) and used
-hard at evaluation. A penalty on the boundary widths keeps the subspaces small.
+much of the block is swapped, annealed from soft (half the block) to nearly hard (0.1
+coordinate) and used hard at evaluation (alignment/train.py). A penalty on the boundary
+widths keeps the subspaces small.
 
 Every intervention here is one computation, for a basis W (hidden x n, orthonormal columns)
 and a mask m_v over its n coordinates per variable v:
@@ -43,13 +44,20 @@ KINDS = INTERVENTIONS  # defined once, torch-free, in causal_models.hypotheses
 
 
 class Mask(nn.Module):
-    """Per-variable weights over the basis coordinates: (n_variables, width), in [0, 1]."""
+    """Per-variable weights over the basis coordinates: (n_variables, width), in [0, 1].
+
+    `block` is each variable's share of the coordinates; a block-relative temperature schedule
+    scales with it (alignment.train.temperature_at). `annealed`: whether the weights depend on
+    the temperature (so that training starts soft and evaluation is hard).
+    """
 
     temperature: Tensor
+    annealed = True
 
     def __init__(self, n_variables: int, width: int):
         super().__init__()
         self.n_variables, self.width = n_variables, width
+        self.block = max(1, width // n_variables)
         self.register_buffer("temperature", torch.tensor(1.0))
         self.hard = False
 
@@ -78,6 +86,8 @@ class Everything(Mask):
     """Every coordinate of each variable's own block (fixed-size DAS), or of the whole width when `shared`
     (the full swap, where a pair intervenes on one variable at a time)."""
 
+    annealed = False
+
     def __init__(self, n_variables: int, width: int, shared: bool = False):
         super().__init__(n_variables, width)
         self.shared = shared
@@ -93,39 +103,65 @@ class Everything(Mask):
 class Boundary(Mask):
     """Boundless DAS: variable v swaps the first `width_v * block` coordinates of its own block.
 
-    mask_v(i) = sigmoid((c - start_v) / T) * sigmoid((start_v + beta_v * block - c) / T), c = i + 1/2,
-    with beta_v in [0, 1] the learned boundary (clamped in the forward and projected back into
-    [0, 1] after each step by `project`). The penalty is the sum of the clamped widths.
+    mask_v(i) = [c > start_v] * sigmoid((start_v + beta_v * block - c) / T), c = i + 1/2, inside
+    block v and 0 outside it, with beta_v in [0, 1] the learned boundary (clamped in the forward
+    and projected back into [0, 1] after each step by `project`). Only the end of the subspace
+    is learned: its start is the block's, so the mask's start is hard and the coordinates at
+    the front are swapped fully while T is still large (the rotation moves the variable there).
+    With `soft_start` the start is a sigmoid too, as in the 2023 code and pyvene:
+    sigmoid((c - start_v) / T) * sigmoid((start_v + beta_v * block - c) / T) over all coordinates,
+    which swaps no coordinate by more than about half while T is a sizeable share of the block.
+    The penalty is the sum of the clamped widths.
     """
 
     starts: Tensor
     centers: Tensor
 
-    def __init__(self, n_variables: int, width: int, init_width: float = 0.5):
+    def __init__(self, n_variables: int, width: int, init_width: float = 0.5, soft_start: bool = False,
+                 log_scale: bool = True):
         super().__init__(n_variables, width)
         if not 0.0 < init_width <= 1.0:
             raise ValueError(f"init_width must be in (0, 1], got {init_width}")
-        self.block = width // n_variables
-        if self.block < 1:
+        if width // n_variables < 1:
             raise ValueError(f"each of {n_variables} variables needs at least one coordinate of {width}")
-        self.boundaries = nn.Parameter(torch.full((n_variables,), float(init_width)))
+        self.soft_start, self.log_scale = soft_start, log_scale
+        initial = math.log(init_width) if log_scale else init_width
+        self.boundaries = nn.Parameter(torch.full((n_variables,), float(initial)))
         self.register_buffer("starts", torch.arange(n_variables, dtype=torch.float32) * self.block)
         self.register_buffer("centers", torch.arange(width, dtype=torch.float32) + 0.5)
 
+    def share(self) -> Tensor:
+        """(n_variables,) each boundary as a share of its block, in [0, 1] (differentiable)."""
+        if self.log_scale:
+            return self.boundaries.clamp(max=0.0).exp()
+        return self.boundaries.clamp(0.0, 1.0)
+
     def weights(self) -> Tensor:
         starts = self.starts[:, None]
-        ends = starts + self.boundaries.clamp(0.0, 1.0)[:, None] * self.block
+        ends = starts + self.share()[:, None] * self.block
         if self.hard:
             return ((self.centers > starts) & (self.centers < ends)).float()
-        return torch.sigmoid((self.centers - starts) / self.temperature) * torch.sigmoid(
-            (ends - self.centers) / self.temperature)
+        falling = torch.sigmoid((ends - self.centers) / self.temperature)
+        if self.soft_start:
+            return torch.sigmoid((self.centers - starts) / self.temperature) * falling
+        inside = (self.centers > starts) & (self.centers < starts + self.block)
+        return falling * inside.float()
+
+    def set_share(self, share: float | Tensor) -> None:
+        """Set every boundary (or each, from a tensor) to `share` of its block."""
+        value = torch.as_tensor(share, dtype=torch.float32).clamp(0.0, 1.0).expand_as(self.boundaries)
+        with torch.no_grad():
+            self.boundaries.copy_(value.log() if self.log_scale else value)
 
     def penalty(self) -> Tensor:
-        return self.boundaries.clamp(0.0, 1.0).sum()
+        return self.share().sum()
 
     def project(self) -> None:
         with torch.no_grad():
-            self.boundaries.clamp_(0.0, 1.0)
+            if self.log_scale:
+                self.boundaries.clamp_(max=0.0)
+            else:
+                self.boundaries.clamp_(0.0, 1.0)
 
 
 class NeuronMask(Mask):
@@ -233,6 +269,8 @@ def build_intervention(
     subspace_dim: int | None = None,
     rotation_map: RotationMap = "cayley",
     init_width: float = 0.5,
+    soft_start: bool = False,
+    log_boundary: bool = True,
     seed: int = 0,
 ) -> SubspaceSwap:
     """An intervention of `kind` for vectors of `hidden_size`, one block per variable.
@@ -242,24 +280,27 @@ def build_intervention(
             all (default min(hidden, 64 * n_variables)); ignored otherwise.
         rotation_map: "cayley" (fast) or "matrix_exp" (the 2023 code's map).
         init_width: initial boundary as a share of each block (boundless, low_rank, random_rotation).
+        soft_start: the boundary mask's start is a sigmoid too (the 2023 code), not the block's edge.
+        log_boundary: learn the log of each boundary's share (False: the share itself, the 2023 code).
         seed: seeds the random initial rotation.
     """
     if kind not in KINDS:
         raise ValueError(f"intervention must be one of {list(KINDS)}, got {kind!r}")
     if n_variables < 1:
         raise ValueError(f"n_variables must be >= 1, got {n_variables}")
+    def boundary(width: int) -> Boundary:
+        return Boundary(n_variables, width, init_width, soft_start, log_boundary)
+
     if kind == "boundless":
-        return SubspaceSwap(kind, Rotation(hidden_size, seed, rotation_map),
-                            Boundary(n_variables, hidden_size, init_width))
+        return SubspaceSwap(kind, Rotation(hidden_size, seed, rotation_map), boundary(hidden_size))
     if kind == "random_rotation":
-        return SubspaceSwap(kind, Rotation(hidden_size, seed, rotation_map, trainable=False),
-                            Boundary(n_variables, hidden_size, init_width))
+        return SubspaceSwap(kind, Rotation(hidden_size, seed, rotation_map, trainable=False), boundary(hidden_size))
     if kind == "das":
         width = (subspace_dim or 1) * n_variables
         return SubspaceSwap(kind, LowRankRotation(hidden_size, width, seed), Everything(n_variables, width))
     if kind == "low_rank":
         width = subspace_dim or min(hidden_size, 64 * n_variables)
-        return SubspaceSwap(kind, LowRankRotation(hidden_size, width, seed), Boundary(n_variables, width, init_width))
+        return SubspaceSwap(kind, LowRankRotation(hidden_size, width, seed), boundary(width))
     if kind == "neuron_mask":
         return SubspaceSwap(kind, StandardBasis(hidden_size), NeuronMask(n_variables, hidden_size))
     return SubspaceSwap(kind, StandardBasis(hidden_size), Everything(n_variables, hidden_size, shared=True))

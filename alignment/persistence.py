@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alignment.files import atomic_write_text
-from alignment.interventions import SubspaceSwap, build_intervention
+from alignment.interventions import Boundary, SubspaceSwap, build_intervention
 from causal_models.errors import UserError
 
 FORMAT = "align-search/intervention"
@@ -74,7 +74,9 @@ def save_intervention(directory: str | Path, intervention: SubspaceSwap, descrip
     full = {"format": FORMAT, "version": VERSION, "kind": intervention.kind,
             "hidden_size": intervention.hidden_size, "n_variables": intervention.n_variables,
             "width": intervention.basis.width, "temperature": float(intervention.mask.temperature),
-            "boundary_widths": intervention.mask.sizes(), "versions": versions(), **description}
+            "boundary_widths": intervention.mask.sizes(), "versions": versions(),
+            **({"log_boundary": intervention.mask.log_scale, "soft_start": intervention.mask.soft_start}
+               if isinstance(intervention.mask, Boundary) else {}), **description}
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.")
     os.close(handle)
     save_file({k: v.detach().cpu().contiguous() for k, v in intervention.state_dict().items()}, temporary)
@@ -94,7 +96,10 @@ def load_intervention(directory: str | Path, model: nn.Module | None = None) -> 
     try:
         intervention = build_intervention(description["kind"], description["hidden_size"],
                                           description["n_variables"], subspace_dim=description.get("subspace_dim"),
-                                          rotation_map=description.get("rotation_map", "cayley"))
+                                          rotation_map=description.get("rotation_map", "cayley"),
+                                          # saved before these were recorded: the 2023 boundary (a share, soft start)
+                                          log_boundary=description.get("log_boundary", False),
+                                          soft_start=description.get("soft_start", True))
         intervention.load_state_dict(load_file(str(directory / WEIGHTS)))
     except (KeyError, ValueError, RuntimeError, SafetensorError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -221,7 +221,8 @@ def build_interchange(config: TrialConfig, model: Any, table: PromptTable, cache
     intervention = build_intervention(
         config.intervention.kind, frozen.hidden_size(), len(config.variables),
         subspace_dim=config.intervention.subspace_dim, rotation_map=config.intervention.rotation_map,
-        init_width=config.intervention.init_width, seed=config.train.seed).to(frozen.device)
+        init_width=config.intervention.init_width, soft_start=config.intervention.soft_start,
+        log_boundary=config.intervention.log_boundary, seed=config.train.seed).to(frozen.device)
     return Interchange(frozen, intervention, config.position, config.source_position)
 
 

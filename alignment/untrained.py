@@ -39,8 +39,7 @@ def fixed_width_rotation(hidden_size: int, widths: Sequence[int], seed: int) -> 
     swap = build_intervention("random_rotation", hidden_size, len(widths), init_width=1.0, seed=seed)
     block = hidden_size // len(widths)
     mask = cast(Boundary, swap.mask)
-    with torch.no_grad():
-        mask.boundaries.copy_(torch.tensor([min(max(w, 0), block) / block for w in widths]))
+    mask.set_share(torch.tensor([min(max(w, 0), block) / block for w in widths]))
     swap.requires_grad_(False)
     return swap
 

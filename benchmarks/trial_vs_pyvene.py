@@ -29,14 +29,14 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from alignment.config import InterventionConfig, TrainConfig
+from alignment.config import PAPER_2023
 from alignment.frozen import FrozenSite
 from alignment.interchange import Interchange, PositionedPairs
 from alignment.interventions import build_intervention
@@ -75,7 +75,9 @@ class AlignSearchTrainer:
                  total_steps: int):
         hidden = rotation.shape[0]
         subspace_dim = das_dim if kind == "das" else None
-        intervention = build_intervention(kind, hidden, 1, subspace_dim=subspace_dim).to(frozen.device)
+        # pyvene's mask and schedule are the 2023 ones: a share-valued boundary, soft at both ends
+        intervention = build_intervention(kind, hidden, 1, subspace_dim=subspace_dim, soft_start=True,
+                                          log_boundary=False).to(frozen.device)
         intervention.basis.set_matrix(rotation.to(frozen.device))
         if kind == "boundless":
             # pyvene's mask is sigmoid(i / T) * sigmoid((b * hidden - i) / T) at i = 0..hidden-1; align-search
@@ -84,9 +86,8 @@ class AlignSearchTrainer:
         self.intervention = intervention
         self.interchange = Interchange(frozen, intervention, pairs.position)
         self.pairs = self.interchange.locate(pairs.data.split("train"))
-        self.config = TrainConfig(batch_size=BATCH, max_steps=total_steps, lr=1e-3, boundary_lr=1e-2,
-                                  warmup=0.1, seed=0)
-        self.intervention_config = InterventionConfig(kind=kind, subspace_dim=subspace_dim, width_penalty=1.0)
+        self.config = replace(PAPER_2023.train, batch_size=BATCH, max_steps=total_steps, seed=0)
+        self.intervention_config = replace(PAPER_2023.intervention, kind=kind, subspace_dim=subspace_dim)
         self.optimizer = _optimizer(intervention, self.config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: learning_rate_factor(step, total_steps, self.config.warmup))

@@ -190,7 +190,7 @@ class SweepConfig:
     hypotheses: HypothesesConfig = field(default_factory=HypothesesConfig)
     intervention: InterventionConfig = field(default_factory=InterventionConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, max_steps=300, eval_every=50,
-                                                                   lr=3e-3, boundary_lr=3e-2, threads=1))
+                                                                   lr=3e-3, boundary_lr=5e-2, threads=1))
     data: DataConfig = field(default_factory=lambda: DataConfig(n_train=2000, n_dev=200, n_test=400,
                                                                 max_unchanged=0.5))
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -19,9 +21,9 @@ def test_full_width_boundary_returns_the_source_and_empty_returns_the_base(kind)
     swap = build_intervention(kind, HIDDEN, subspace_dim=HIDDEN)
     base, sources, active = inputs()
     with torch.no_grad(), swap.hard_mode():
-        swap.mask.boundaries.fill_(1.0)
+        swap.mask.set_share(1.0)
         torch.testing.assert_close(swap(base, sources, active), sources[:, 0], atol=1e-5, rtol=1e-5)
-        swap.mask.boundaries.fill_(0.0)
+        swap.mask.set_share(0.0)
         torch.testing.assert_close(swap(base, sources, active), base)
 
 
@@ -52,14 +54,56 @@ def test_each_variable_swaps_only_its_own_block():
     torch.testing.assert_close(rotated_out[:, size:], rotated_base[:, size:], atol=1e-5, rtol=1e-5)
 
 
-def test_soft_mask_tends_to_the_hard_mask_as_the_temperature_falls():
-    swap = build_intervention("boundless", HIDDEN, n_variables=2, init_width=0.4)
+@pytest.mark.parametrize("soft_start", [False, True])
+def test_soft_mask_tends_to_the_hard_mask_as_the_temperature_falls(soft_start):
+    swap = build_intervention("boundless", HIDDEN, n_variables=2, init_width=0.4, soft_start=soft_start)
     swap.set_temperature(1e-3)
     soft = swap.mask.weights().detach()
     with swap.hard_mode():
         hard = swap.mask.weights()
     torch.testing.assert_close(soft, hard)
     assert swap.mask.sizes() == [round(0.4 * HIDDEN / 2)] * 2
+
+
+def test_a_soft_mask_stays_in_its_block_and_swaps_the_front_fully_at_a_high_temperature():
+    """The start of a subspace is its block's edge: only the end is learned (the 2023 mask is soft at both)."""
+    block = HIDDEN // 2
+    swap = build_intervention("boundless", HIDDEN, n_variables=2, init_width=0.5)
+    swap.set_temperature(0.1 * block)
+    weights = swap.mask.weights().detach()
+    assert weights[0, block:].eq(0).all() and weights[1, :block].eq(0).all()
+    assert weights[0, 0] > 0.98 and weights[1, block] > 0.98
+    assert weights[0, :block].diff().le(0).all()   # falls from the front to the end of the block
+    paper = build_intervention("boundless", HIDDEN, n_variables=2, init_width=0.5, soft_start=True)
+    paper.set_temperature(0.1 * block)
+    assert paper.mask.weights()[0, 0] < 0.7 and paper.mask.weights()[0, block] > 0.0
+
+
+@pytest.mark.parametrize("log_boundary", [True, False])
+def test_a_boundary_is_set_read_and_kept_as_a_share_of_its_block(log_boundary):
+    swap = build_intervention("boundless", HIDDEN, n_variables=2, log_boundary=log_boundary)
+    torch.testing.assert_close(swap.mask.share(), torch.tensor([0.5, 0.5]))
+    swap.mask.set_share(torch.tensor([0.25, 1.0]))
+    assert swap.mask.sizes() == [3, 12]
+    with torch.no_grad():
+        swap.mask.boundaries.add_(torch.tensor([-50.0, 50.0]))  # a step far out of range
+    swap.project()
+    shares = swap.mask.share().detach()
+    assert 0.0 <= float(shares[0]) < 1e-3 and float(shares[1]) == 1.0
+    assert swap.mask.sizes() == [0, 12]
+
+
+def test_a_log_boundary_moves_by_the_same_factor_whatever_its_size():
+    """Adam moves a log-boundary by about lr per step: a share of the width, not of the block."""
+    moves = []
+    for share in (0.5, 0.01):
+        swap = build_intervention("boundless", HIDDEN)
+        swap.mask.set_share(share)
+        optimizer = torch.optim.Adam(swap.boundary_parameters(), lr=0.05)
+        swap.penalty().backward()
+        optimizer.step()
+        moves.append(float(swap.mask.share().detach()) / share)
+    assert moves == pytest.approx([math.exp(-0.05)] * 2, rel=1e-4)
 
 
 @pytest.mark.parametrize("basis", [Rotation(HIDDEN), Rotation(HIDDEN, rotation_map="matrix_exp"),

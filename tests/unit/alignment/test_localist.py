@@ -9,13 +9,20 @@ stay on the two neurons; with the axis penalty it does. The penalised objective 
 minima (an axis-aligned prefix that keeps a useless neuron between two useful ones), so the
 option is run from a few seeds and the run with the lowest training loss is kept, a rule that
 does not look at the planted neurons.
+
+The runs use the 2023 boundary (a share, soft at both ends; `PAPER_2023`) with a low, nearly
+constant temperature, where plain Boundless DAS spreads over other neurons. Under the calibrated
+defaults it already keeps to the planted two (mass 0.96 over 3 seeds, against 1.00 with the axis
+penalty; docs/calibration.md), which leaves the axis penalty little to show.
 """
+
+from dataclasses import replace
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alignment.batches import build_trial_data
-from alignment.config import InterventionConfig, TrainConfig
+from alignment.config import PAPER_2023
 from alignment.frozen import FrozenSite
 from alignment.interchange import Interchange
 from alignment.interventions import build_intervention
@@ -81,13 +88,14 @@ def train_and_measure(axis_penalty: float, seed: int) -> tuple[float, float, flo
             for i, (split, n) in enumerate((("train", 400), ("dev", 100)))}
     data = build_trial_data(tokenizer, rows, ["in_set"], ["no", "yes"])
     frozen = FrozenSite(model, "model.layers.0", data.table)
-    intervention = build_intervention("boundless", HIDDEN, init_width=0.125, seed=seed)
+    intervention = build_intervention("boundless", HIDDEN, init_width=0.125, soft_start=True, log_boundary=False,
+                                      seed=seed)
     interchange = Interchange(frozen, intervention, "last")
     pairs = {split: interchange.locate(data.split(split)) for split in rows}
     losses = []
     train(interchange, pairs["train"], pairs["dev"], data.answer_ids,
-          InterventionConfig(width_penalty=5.0, axis_penalty=axis_penalty, temperature_start=0.5),
-          TrainConfig(batch_size=32, max_steps=300, lr=2e-2, boundary_lr=1e-2, eval_every=300, log_every=10),
+          replace(PAPER_2023.intervention, width_penalty=5.0, axis_penalty=axis_penalty, temperature_start=0.5),
+          replace(PAPER_2023.train, batch_size=32, max_steps=300, lr=2e-2, eval_every=300, log_every=10),
           record=lambda row: losses.append(row["loss"]) if "loss" in row else None)
     iia = interchange_accuracy(interchange, pairs["dev"], data.answer_ids, 128).answers
     return iia, mass_on_planted(intervention), sum(losses[-5:]) / 5

@@ -9,7 +9,7 @@ from tests.unit.alignment.test_frozen_paths import interchange_for
 def test_save_then_load_gives_identical_logits(tiny_price, tmp_path):
     interchange, pairs = interchange_for(tiny_price, 1, "last")
     with torch.no_grad():
-        interchange.intervention.mask.boundaries.fill_(0.3)
+        interchange.intervention.mask.set_share(0.3)
         interchange.intervention.set_temperature(2.5)
         before = interchange.logits(pairs)
     save_intervention(tmp_path, interchange.intervention, {"model": model_identity(tiny_price.model)})
@@ -35,3 +35,16 @@ def test_loading_onto_another_model_is_refused_with_the_reason(tiny_price, tmp_p
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="must hold intervention.json"):
         load_intervention(tmp_path / "nothing")
+
+
+def test_a_2023_boundary_loads_as_one(tmp_path):
+    """A share-valued, soft-start boundary (the 2023 mask) is rebuilt as one, not read as a log-share."""
+    from alignment.interventions import build_intervention
+
+    swap = build_intervention("boundless", 16, log_boundary=False, soft_start=True)
+    swap.mask.set_share(0.3)
+    swap.set_temperature(2.0)
+    save_intervention(tmp_path, swap, {})
+    loaded = load_intervention(tmp_path).intervention
+    assert not loaded.mask.log_scale and loaded.mask.soft_start
+    torch.testing.assert_close(loaded.mask.weights(), swap.mask.weights(), atol=0, rtol=0)

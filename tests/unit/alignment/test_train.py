@@ -1,21 +1,85 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
-from alignment.config import InterventionConfig, TrainConfig
-from alignment.train import TrialDiverged, learning_rate_factor, temperature_at, total_steps, train
+from alignment.config import PAPER_2023, InterventionConfig, TrainConfig
+from alignment.interventions import Boundary
+from alignment.train import (
+    TrialDiverged,
+    anneal_steps,
+    learning_rate_factor,
+    mask_hard_step,
+    penalty_weight_at,
+    temperature_at,
+    total_steps,
+    train,
+)
 from tests.unit.alignment.test_frozen_paths import interchange_for
 
+BLOCKS = (64, 128, 576, 768, 4096)
 
-def test_schedules():
-    config = InterventionConfig()
+
+def test_the_2023_schedule_is_reachable_by_config():
+    config = PAPER_2023.intervention
     assert temperature_at(0, 100, config) == 50.0
     assert temperature_at(99, 100, config) == pytest.approx(0.1)
+    assert all(temperature_at(10, 100, config, block) == temperature_at(10, 100, config) for block in BLOCKS)
     assert torch.tensor(temperature_at(50, 100, config)).dtype == torch.float32
+    assert penalty_weight_at(0, 100, config) == 1.0
     factors = [learning_rate_factor(s, 100, 0.1) for s in range(100)]
     assert factors[9] == 1.0 and factors[0] == 0.1 and factors[-1] == pytest.approx(1 / 90)
     assert total_steps(1000, TrainConfig(batch_size=10, gradient_accumulation=4, epochs=2)) == 50
+
+
+def test_default_temperature_starts_relative_to_the_block_and_ends_in_coordinates():
+    config = InterventionConfig()
+    end = anneal_steps(300, config) - 1
+    assert end == round(config.anneal_share * 300) - 1
+    for block in BLOCKS:
+        temperatures = [temperature_at(step, 300, config, block) for step in range(300)]
+        assert temperatures[0] == pytest.approx(config.temperature_start * block)
+        assert temperatures[end:] == [pytest.approx(config.temperature_end)] * (300 - end)
+        assert all(a >= b for a, b in zip(temperatures, temperatures[1:]))
+
+
+def soft_and_hard(block: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-variable mask with its boundary halfway between two coordinates (the hardest case for T)."""
+    mask = Boundary(1, block)
+    mask.set_share((block // 3) / block)
+    mask.temperature.fill_(temperature)
+    with torch.no_grad():
+        soft = mask.weights()
+        with mask.hard_mode():
+            return soft, mask.weights()
+
+
+@pytest.mark.parametrize("config", [InterventionConfig(), PAPER_2023.intervention], ids=["default", "2023"])
+def test_from_mask_hard_step_on_every_block_size_is_near_hard(config):
+    """The soft mask is within 0.1 of the hard one at every coordinate, whatever the block, from that step on."""
+    step = mask_hard_step(300, config)
+    for block in BLOCKS:
+        for later in (step, 299):
+            soft, hard = soft_and_hard(block, temperature_at(later, 300, config, block))
+            assert (soft - hard).abs().max() <= 0.1
+    soft, hard = soft_and_hard(4096, temperature_at(step - 20, 300, config, 4096))
+    assert (soft - hard).abs().max() > 0.1
+
+
+def test_mask_hard_step_under_the_defaults_and_2023():
+    assert mask_hard_step(300, PAPER_2023.intervention) == 299
+    default = InterventionConfig()
+    assert mask_hard_step(300, default) == anneal_steps(300, default) - 1
+    assert mask_hard_step(300, replace(default, temperature_end=0.5)) == 300  # never near-hard
+
+
+def test_learning_rate_floor_and_penalty_warmup():
+    factors = [learning_rate_factor(s, 100, 0.1, floor=0.25) for s in range(100)]
+    assert factors[9] == 1.0 and factors[-1] == pytest.approx(0.25 + 0.75 / 90)
+    assert all(factor == 1.0 for factor in (learning_rate_factor(s, 100, 0.1, floor=1.0) for s in range(9, 100)))
+    ramp = replace(InterventionConfig(), width_penalty=2.0, penalty_warmup=0.5)
+    assert [penalty_weight_at(s, 100, ramp) for s in (0, 25, 50, 99)] == [0.0, 1.0, 2.0, 2.0]
 
 
 def test_gradient_accumulation_uses_every_batch(tiny_price, monkeypatch):
@@ -71,7 +135,18 @@ def test_boundaries_stay_in_range_and_the_rotation_orthogonal(tiny_price):
     interchange, pairs = interchange_for(tiny_price, 0, "last")
     train(interchange, pairs, pairs, torch.tensor([0, 1]), InterventionConfig(width_penalty=5.0),
           TrainConfig(batch_size=8, max_steps=30, boundary_lr=0.2, eval_every=30))
-    boundaries = interchange.intervention.mask.boundaries.detach()
-    assert ((boundaries >= 0) & (boundaries <= 1)).all()
+    shares = interchange.intervention.mask.share().detach()
+    assert ((shares >= 0) & (shares <= 1)).all()
     rotation = interchange.intervention.basis.compute().detach()
     torch.testing.assert_close(rotation.T @ rotation, torch.eye(rotation.shape[0]), atol=1e-4, rtol=0)
+
+
+def test_the_best_state_is_one_trained_under_a_near_hard_mask(tiny_price):
+    """A soft-phase state, however good its hard-mask IIA, gives way to the first near-hard one."""
+    interchange, pairs = interchange_for(tiny_price, 0, "last")
+    config = TrainConfig(batch_size=4, max_steps=10, eval_every=1)
+    result = train(interchange, pairs, pairs, torch.tensor([0, 1]), InterventionConfig(), config)
+    hard_step = mask_hard_step(10, InterventionConfig())
+    assert [row["mask_hard"] for row in result.history] == [step >= hard_step for step in range(1, 11)]
+    best_hard = max(row["dev_iia"] for row in result.history if row["mask_hard"])
+    assert result.best_step >= hard_step and result.best_dev_iia == best_hard

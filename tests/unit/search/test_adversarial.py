@@ -209,7 +209,7 @@ def test_40_training_that_diverges_is_one_line(tiny_planted, tmp_path, capsys, m
     out = tmp_path / "a"
     line = user_error(capsys, [*align_args(tiny_planted, out), "--lr", "0.5"])
     assert line == (f"align-search: error: training diverged: loss became nan at step 2 (cross-entropy nan). Lower "
-                    f"--lr (0.5) or --boundary-lr (0.01); {out / 'metrics.jsonl'} has the steps before it")
+                    f"--lr (0.5) or --boundary-lr (0.05); {out / 'metrics.jsonl'} has the steps before it")
     assert (out / "config.json").is_file()  # the run it diverged in is kept, to be read
 
 

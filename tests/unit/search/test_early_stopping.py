@@ -1,26 +1,25 @@
 """Early stopping waits for a hard mask, spares the controls, and records who stopped a trial (no Ray running)."""
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
-from alignment.config import InterventionConfig
+from alignment.config import PAPER_2023, InterventionConfig
 from search.config import SchedulerConfig
 from search.tune_parts import CollapseStopper, StopLedger, SweepASHA, first_hard_step, hard_reports
 
 
 def test_hard_reports_count_evaluations_after_the_mask_is_near_hard():
     # The 2023 schedule (50 -> 0.1 over 300 steps) is near-hard only for its last step: one hard report, the last.
-    late = first_hard_step("boundless", 300, InterventionConfig())
+    late = first_hard_step("boundless", 300, PAPER_2023.intervention)
     assert late == 299 and [hard_reports(s, 300, 50, late) for s in (50, 250, 300)] == [0, 0, 1]
     # A schedule annealed by ~65% of the steps: hard from step 195, so the evaluations at 200, 250, 300.
     assert [hard_reports(s, 300, 50, 195) for s in (150, 200, 250, 300)] == [0, 1, 2, 3]
     # A fixed mask is hard from the start; the last step counts even off the eval_every grid.
     assert first_hard_step("das", 300, InterventionConfig()) == 0
     assert [hard_reports(s, 130, 50, 0) for s in (50, 100, 130)] == [1, 2, 3]
-    calibrated = replace(InterventionConfig(), temperature_start=1.0, temperature_end=0.01)
-    assert 0 < first_hard_step("boundless", 300, calibrated) < 299
+    # The default schedule anneals over 60% of the steps: hard from step 179 of 300, whatever the block.
+    assert first_hard_step("boundless", 300, InterventionConfig()) == 179
 
 
 def trial(key: str) -> SimpleNamespace:

@@ -100,6 +100,16 @@ class TrainConfig:
         steps, then falls linearly to `lr_floor` times its peak at the last step (1: constant,
         the default, so the intervention keeps training under the near-hard mask; 0: to zero,
         2023).
+    cache, cache_budget_mb: "auto" keeps the hidden states below the site for every prompt of the
+        trial when they fit the budget (float32); "off" recomputes them per batch.
+    suffix_only: run the layers above the site only on the tokens from the batch's earliest
+        edited one on (attention is causal: the edit changes nothing before it), attending to
+        the earlier tokens' keys and values, kept per prompt within `kv_budget_mb` (in the
+        model's dtype, on its device) or recomputed without gradient per batch past it. The same
+        logits and gradients as running every token, and faster the later the position (at the
+        last token, GPT-2-small layer 6: benchmarks/README.md). Where it cannot apply (an
+        attention kernel other than sdpa or eager, a sliding window shorter than the prompts, a
+        site outside the decoder layers) every token runs; false always runs every token.
     """
 
     batch_size: int = 32
@@ -118,6 +128,8 @@ class TrainConfig:
     bf16: bool = False
     cache: Literal["auto", "off"] = "auto"
     cache_budget_mb: float = 2048.0
+    suffix_only: bool = True
+    kv_budget_mb: float = 2048.0
     threads: int | None = None
     device: str | None = None
 
@@ -128,6 +140,8 @@ class TrainConfig:
                      "eval_every", "max_steps", "threads"):
             positive(f"train.{name}", getattr(self, name))
         positive("train.lr", self.lr)
+        if self.kv_budget_mb < 0:
+            raise ConfigError(f"train.kv_budget_mb must be >= 0 (0 keeps no keys and values), got {self.kv_budget_mb}")
         positive("train.boundary_lr", self.boundary_lr)
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"train.warmup must be in [0, 1), got {self.warmup}")

@@ -8,7 +8,9 @@ The model never changes during a trial, so most of a plain interchange step is w
   the same layer maps into memory;
 - each step then runs only the layers from the site up, starting from the cached states with
   the intervention applied (`hooks.skip_layers`), and computes logits at the answer position
-  only (`logits_to_keep`; prompts are left-padded, so the answer position is the last).
+  only (`logits_to_keep`; prompts are left-padded, so the answer position is the last);
+- and those layers run only on the tokens from the earliest edited one on, attending to the
+  earlier tokens' keys and values, kept per prompt (`alignment/suffix.py`): the suffix path.
 
 Sub-layer sites (a layer's attention or MLP output, or any module inside decoder layer L) use
 the same cache one layer lower: it holds the *input* of layer L (the output of layer L-1), and
@@ -18,7 +20,7 @@ sub-layer. At L = 0 the input is the embeddings, which cost nothing to recompute
 cached and each step runs the whole (cheap) model with the hook.
 
 `plain_logits` is the reference: two full forward passes with hooks, as pyvene does it. Tests
-check that every fast path gives the same logits.
+check that every fast path gives the same logits and gradients.
 """
 
 from __future__ import annotations
@@ -29,20 +31,31 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from alignment.hooks import capture_output, edit_output, output_is_tuple, run_until_stopped, skip_layers
 from alignment.prompts import PromptTable
-from alignment.sites import get_module, site_layer
+from alignment.sites import get_module, layer_count, site_layer
+from alignment.suffix import (
+    KeysValues,
+    KeyValueStore,
+    cache_argument,
+    cache_layers,
+    prefix_cache,
+    suffix_mask,
+    suffix_support,
+)
 
 log = logging.getLogger(__name__)
-Edit = Callable[[Tensor], Tensor]
+# An edit of the site's output: (hidden (B, S, width), token positions (B, G) into its axis 1) -> edited hidden.
+Edit = Callable[[Tensor, Tensor], Tensor]
 
 
 class FrozenSite:
@@ -55,18 +68,24 @@ class FrozenSite:
         cache: "auto" caches the hidden states the fast path starts from when they fit
             `cache_budget_mb`; "off" recomputes them per batch.
         cache_dir: share the cache through a file here (one per resume layer and prompt table).
+        suffix: run the layers above the site only on the tokens from the earliest edited one on,
+            with the earlier tokens' keys and values kept in a store of `kv_budget_mb` (or
+            recomputed without gradient per batch past it); where that cannot apply
+            (`suffix_reason` says why) every token runs.
 
     Attributes:
         decoder: (layer list path, index) of the decoder layer whose output the fast path
             starts from (the site itself for a layer output, the layer below for a sub-layer
             site), or None when every step runs the whole model (a site outside the layers,
             or inside layer 0).
+        first_upper: the first decoder layer a step runs (None for a site outside the layers).
         inside: whether the site is a module inside the layer above `decoder` (edited by a hook
             while that layer runs) rather than `decoder`'s own output (edited directly).
     """
 
     def __init__(self, model: nn.Module, site: str, table: PromptTable, cache: str = "auto",
-                 cache_budget_mb: float = 2048.0, cache_dir: str | Path | None = None):
+                 cache_budget_mb: float = 2048.0, cache_dir: str | Path | None = None, suffix: bool = True,
+                 kv_budget_mb: float = 2048.0):
         if cache not in ("auto", "off"):
             raise ValueError(f"cache must be 'auto' or 'off', got {cache!r}")
         get_module(model, site)
@@ -84,6 +103,15 @@ class FrozenSite:
         self._cache: Tensor | np.ndarray | None = None
         if cache == "auto" and self.decoder is not None and self._cache_bytes() <= cache_budget_mb * 2**20:
             self._cache = self._load_or_build_cache(Path(cache_dir) if cache_dir else None)
+        self.first_upper = self.decoder[1] + 1 if self.decoder else (0 if self.inside else None)
+        self.suffix_reason = ("turned off (train.suffix_only = false)" if not suffix else
+                              "the site is outside the decoder layers" if self.first_upper is None else
+                              suffix_support(model, self.first_upper, table.seq_len))
+        if self.suffix_reason is not None and suffix:
+            log.info("every token runs above %s: %s", site, self.suffix_reason)
+        self.store = KeyValueStore(len(table), kv_budget_mb * 2**20)
+        place = site_layer(model, site)
+        self._last_layer = f"{place[0]}.{layer_count(model) - 1}" if place else site
 
     @property
     def cached(self) -> bool:
@@ -116,40 +144,101 @@ class FrozenSite:
             self.model(**self._inputs(rows), use_cache=False)
         return captured[0][torch.arange(len(rows)), positions.to(self.device)]
 
-    def logits(self, rows: Tensor, edit: Edit) -> Tensor:
+    def logits(self, rows: Tensor, edit: Edit | None = None, positions: Tensor | None = None) -> Tensor:
         """(B, vocab) next-token logits at the last position of prompts `rows`, the site's output edited.
 
-        Runs only the layers from the site up when the site is in a decoder layer above the first.
+        Runs only the layers from the site up when the site is in a decoder layer above the first,
+        and (the suffix path) only on the tokens from the earliest of `positions` on.
+
+        Args:
+            edit: the edit of the site's output, None for none.
+            positions: (B, G) the padded token indices `edit` changes (default: the last token).
         """
+        positions = self._positions(rows, positions)
+        if self.suffix_reason is None:
+            return self._suffix_logits(rows, edit, positions, int(positions.min()))
         if self.decoder is None:
-            return self.plain_logits(rows, edit)
+            return self.plain_logits(rows, edit, positions)
         states = self.hidden(rows)
         if not self.inside:
-            with self._resumed_from(edit(states)):
-                return self._forward(rows)
-        with self._resumed_from(states), edit_output(self.model, self.site, edit):
-            return self._forward(rows)
+            with self._resumed_from(_edited(edit, states, positions)):
+                return self._forward(self._inputs(rows))
+        with self._resumed_from(states), self._editing(edit, positions):
+            return self._forward(self._inputs(rows))
 
-    def plain_logits(self, rows: Tensor, edit: Edit | None = None) -> Tensor:
+    def plain_logits(self, rows: Tensor, edit: Edit | None = None, positions: Tensor | None = None) -> Tensor:
         """The reference path: a full forward pass with the edit applied by a hook."""
+        with self._editing(edit, self._positions(rows, positions)):
+            return self._forward(self._inputs(rows))
+
+    def _suffix_logits(self, rows: Tensor, edit: Edit | None, positions: Tensor, start: int) -> Tensor:
+        """`logits` with the layers above the site run on tokens `start`.. only."""
+        prefix = self._prefix_keys_values(rows, start)
+        inputs = self._inputs(rows, start)
+        inputs["attention_mask"] = suffix_mask(self.model, prefix[0][0], inputs["attention_mask"],
+                                               self.table.seq_len - start)
+        cache = prefix_cache(self.model, self.first_upper or 0, prefix)
+        local = positions - start
+        if self.decoder is None:
+            with self._editing(edit, local):
+                return self._forward(inputs, cache)
+        states = self.hidden(rows)[:, start:]
+        if not self.inside:
+            with self._resumed_from(_edited(edit, states, local)):
+                return self._forward(inputs, cache)
+        with self._resumed_from(states), self._editing(edit, local):
+            return self._forward(inputs, cache)
+
+    def _prefix_keys_values(self, rows: Tensor, start: int) -> KeysValues:
+        """Per layer above the site, (B, kv_heads, `start`, head_dim) keys and values of prompts `rows`."""
+        unique = torch.unique(rows.cpu())
+        missing = unique[self.store.slot_of[unique] < 0]
+        room = self.store.room()
+        if len(missing) and (room is None or room >= len(missing)):
+            self.store.add(missing, self._upper_keys_values(missing, self.table.seq_len - 1))
+        if self.store.holds(rows):
+            return self.store.gather(rows, start)
+        return self._upper_keys_values(rows, start)
+
+    def _upper_keys_values(self, rows: Tensor, tokens: int) -> KeysValues:
+        """Keys and values of the layers above the site at the first `tokens` tokens of prompts `rows`, no gradient."""
+        inputs = {name: value[:, :tokens] for name, value in self._inputs(rows).items()}
+        cache = prefix_cache(self.model, 0, [])
+        resumed = self._resumed_from(self.hidden(rows)[:, :tokens]) if self.decoder else nullcontext()
+        with torch.no_grad(), resumed, capture_output(self.model, self._last_layer, stop=True):
+            run_until_stopped(lambda: self._forward(inputs, cache))  # stops after the last layer: no head
+        return cache_layers(cache, self.first_upper or 0)
+
+    def _editing(self, edit: Edit | None, positions: Tensor) -> AbstractContextManager[None]:
+        """Within the block, the site's output is edited at `positions` (nothing when `edit` is None)."""
         if edit is None:
-            return self._forward(rows)
-        with edit_output(self.model, self.site, edit):
-            return self._forward(rows)
+            return nullcontext()
+        return edit_output(self.model, self.site, lambda hidden: edit(hidden, positions))
+
+    def _positions(self, rows: Tensor, positions: Tensor | None) -> Tensor:
+        if positions is None:
+            return torch.full((len(rows), 1), self.table.seq_len - 1, dtype=torch.long)
+        return positions.cpu()
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def _inputs(self, rows: Tensor) -> dict[str, Tensor]:
+    def _inputs(self, rows: Tensor, start: int = 0) -> dict[str, Tensor]:
+        """Model inputs of prompts `rows` from token `start` on (the attention mask always covers every token)."""
         rows = rows.cpu()
-        return {"input_ids": self.table.input_ids[rows].to(self.device),
+        return {"input_ids": self.table.input_ids[rows, start:].to(self.device),
                 "attention_mask": self.table.attention_mask[rows].to(self.device),
-                "position_ids": self.table.position_ids[rows].to(self.device)}
+                "position_ids": self.table.position_ids[rows, start:].to(self.device)}
 
-    def _forward(self, rows: Tensor) -> Tensor:
-        extra: dict[str, Any] = {"logits_to_keep": self._last_position} if self.keep_last else {}
-        output = self.model(**self._inputs(rows), use_cache=False, **extra)
+    def _forward(self, inputs: dict[str, Any], cache: DynamicCache | None = None) -> Tensor:
+        """(B, vocab) logits at the last of `inputs`' tokens; with `cache`, after the keys and values in it."""
+        extra: dict[str, Any] = {} if cache is None else {cache_argument(self.model) or "cache": cache}
+        if self.keep_last:
+            last = inputs["input_ids"].shape[1] - 1
+            extra["logits_to_keep"] = (self._last_position if last == self.table.seq_len - 1 else
+                                       torch.tensor([last], device=self.device))
+        output = self.model(**inputs, use_cache=cache is not None, **extra)
         return output.logits[:, -1].float()
 
     def _resumed_from(self, states: Tensor) -> AbstractContextManager[None]:
@@ -213,6 +302,10 @@ class FrozenSite:
         digest.update(self.resume_site.encode())  # a layer's cache serves the sub-layers of the layer above
         digest.update("\x00".join(self.table.texts).encode())
         return digest.hexdigest()[:20]
+
+
+def _edited(edit: Edit | None, hidden: Tensor, positions: Tensor) -> Tensor:
+    return hidden if edit is None else edit(hidden, positions)
 
 
 def _resume_point(model: nn.Module, site: str) -> tuple[tuple[str, int] | None, bool]:

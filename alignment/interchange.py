@@ -74,18 +74,18 @@ class Interchange:
         device = sources.device
         n, tokens = batch.base_positions.shape
         rows = torch.arange(n, device=device)[:, None].expand(n, tokens)      # (B, G)
-        base_positions = batch.base_positions.to(device)
         active = pairs.active.to(device).repeat_interleave(tokens, dim=0)     # (B * G, V)
         flat_sources = sources.flatten(0, 1)                                  # (B * G, V, hidden)
 
-        def edit(hidden: Tensor) -> Tensor:
-            base = hidden[rows, base_positions].flatten(0, 1)                 # (B * G, hidden)
+        def edit(hidden: Tensor, positions: Tensor) -> Tensor:
+            # positions: (B, G) the base positions in `hidden`'s token axis (shifted when only a suffix runs)
+            positions = positions.to(device)
+            base = hidden[rows, positions].flatten(0, 1)                      # (B * G, hidden)
             new = self.intervention(base, flat_sources, active).view(n, tokens, -1)
-            return hidden.index_put((rows, base_positions), new.to(hidden.dtype))
+            return hidden.index_put((rows, positions), new.to(hidden.dtype))
 
-        if plain:
-            return self.frozen.plain_logits(pairs.base_rows, edit)
-        return self.frozen.logits(pairs.base_rows, edit)
+        logits_of = self.frozen.plain_logits if plain else self.frozen.logits
+        return logits_of(pairs.base_rows, edit, batch.base_positions)
 
     def _sources(self, batch: PositionedPairs, plain: bool) -> Tensor:
         """(B, G, V, hidden) the site's output in each variable's source prompt at each token of the group."""

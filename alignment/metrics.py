@@ -93,7 +93,7 @@ def task_accuracy(interchange: Interchange, rows: Tensor, labels: Tensor, answer
             mine, counted = _my_rows(len(chunk_rows), parallel)
             if mine is not None:
                 chunk_rows, chunk_labels = chunk_rows[mine], chunk_labels[mine]
-            logits = frozen.logits(chunk_rows, lambda hidden: hidden)
+            logits = frozen.logits(chunk_rows)
             right, right_full = accuracy_of(logits, chunk_labels, answer_ids)
             if counted:
                 correct, correct_full = correct + right, correct_full + right_full

@@ -217,7 +217,9 @@ def build_interchange(config: TrialConfig, model: Any, table: PromptTable, cache
     `config` must name its variables (a resolved config: `resolve(config, loaded)`).
     """
     site = config.site or component_site(model, config.layer or 0, config.component)
-    frozen = FrozenSite(model, site, table, config.train.cache, config.train.cache_budget_mb, cache_dir)
+    train = config.train
+    frozen = FrozenSite(model, site, table, train.cache, train.cache_budget_mb, cache_dir, suffix=train.suffix_only,
+                        kv_budget_mb=train.kv_budget_mb)
     intervention = build_intervention(
         config.intervention.kind, frozen.hidden_size(), len(config.variables),
         subspace_dim=config.intervention.subspace_dim, rotation_map=config.intervention.rotation_map,

@@ -105,7 +105,7 @@ def floor_step(frozen: FrozenSite, rows: Tensor, labels: Tensor) -> float:
     layer_list, index = frozen.decoder
     hidden = frozen.hidden(rows).detach().requires_grad_(True)            # (B, T, hidden)
     with skip_layers(frozen.model, layer_list, index, hidden, frozen.returns_tuple):
-        logits = frozen._forward(rows)                                     # (B, vocab)
+        logits = frozen._forward(frozen._inputs(rows))                     # (B, vocab)
     loss = F.cross_entropy(logits, labels.to(logits.device))
     loss.backward()
     return float(loss.detach())

@@ -11,23 +11,43 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 T = TypeVar("T")
 
 
-def tiny_model(family: str, vocab_size: int, layers: int = 2, hidden: int = 32, seed: int = 0) -> torch.nn.Module:
+def tiny_model(family: str, vocab_size: int, layers: int = 2, hidden: int = 32, seed: int = 0,
+               **options: object) -> torch.nn.Module:
+    """A random model of `family` ("gpt2", "llama", "qwen2", "mistral", "gpt_neox"); `options` go to its config."""
     torch.manual_seed(seed)
     if family == "gpt2":
         config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=2, vocab_size=vocab_size, n_positions=128,
-                            bos_token_id=2, eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        model = GPT2LMHeadModel(config)
-    else:
-        config = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=2 * hidden,
-                             num_attention_heads=2, num_key_value_heads=1, vocab_size=vocab_size,
-                             max_position_embeddings=128, bos_token_id=2, eos_token_id=2, pad_token_id=0)
-        model = LlamaForCausalLM(config)
-    return model.eval().requires_grad_(False)
+                            bos_token_id=2, eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            **options)
+        return GPT2LMHeadModel(config).eval().requires_grad_(False)
+    if family == "gpt_neox":
+        neox = GPTNeoXConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=2 * hidden,
+                             num_attention_heads=2, vocab_size=vocab_size, max_position_embeddings=128,
+                             rotary_pct=0.5, bos_token_id=2, eos_token_id=2, **options)
+        return GPTNeoXForCausalLM(neox).eval().requires_grad_(False)
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+               "mistral": (MistralConfig, MistralForCausalLM)}
+    config_class, model_class = classes[family]
+    config = config_class(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=2 * hidden,
+                          num_attention_heads=2, num_key_value_heads=1, vocab_size=vocab_size,
+                          max_position_embeddings=128, bos_token_id=2, eos_token_id=2, pad_token_id=0, **options)
+    return model_class(config).eval().requires_grad_(False)
 
 
 def free_port() -> int:

@@ -85,7 +85,7 @@ def test_the_intervention_changes_the_output(tiny_price):
     interchange, pairs = interchange_for(tiny_price, 0, "last")
     with torch.no_grad():
         intervened = interchange.logits(pairs)
-        untouched = interchange.frozen.logits(pairs.pairs.base_rows, lambda hidden: hidden)
+        untouched = interchange.frozen.logits(pairs.pairs.base_rows, lambda hidden, positions: hidden)
         reference = interchange.frozen.plain_logits(pairs.pairs.base_rows)
     torch.testing.assert_close(untouched, reference, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(intervened, untouched, atol=1e-3)

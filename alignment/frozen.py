@@ -193,12 +193,15 @@ class FrozenSite:
         """Per layer above the site, (B, kv_heads, `start`, head_dim) keys and values of prompts `rows`."""
         unique = torch.unique(rows.cpu())
         missing = unique[self.store.slot_of[unique] < 0]
-        room = self.store.room()
-        if len(missing) and (room is None or room >= len(missing)):
-            self.store.add(missing, self._upper_keys_values(missing, self.table.seq_len - 1))
-        if self.store.holds(rows):
+        if not len(missing):
             return self.store.gather(rows, start)
-        return self._upper_keys_values(rows, start)
+        # Training rows come back every epoch: keep them (up to the last token, for any later split).
+        # Evaluation (no gradient) costs a forward pass either way and does not take their room.
+        keep = torch.is_grad_enabled() and self.store.room() != 0
+        computed = self._upper_keys_values(missing, self.table.seq_len - 1 if keep else start)
+        if keep:
+            self.store.add(missing, computed)
+        return self.store.gather(rows, start, missing, computed)
 
     def _upper_keys_values(self, rows: Tensor, tokens: int) -> KeysValues:
         """Keys and values of the layers above the site at the first `tokens` tokens of prompts `rows`, no gradient."""

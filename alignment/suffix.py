@@ -9,8 +9,9 @@ earlier tokens' keys and values from a transformers `DynamicCache` built from a 
 - `KeyValueStore` keeps, per prompt row, the keys and values of every layer above the site at
   the prompt's tokens before its last, in the model's dtype on its device, computed once
   without gradient, within a byte budget (filled by the first rows a trial uses as bases);
-- a batch with a row that is not stored gets its prefix keys and values recomputed without
-  gradient for that batch (still cheaper than the plain path: no backward through them).
+- a row that is not stored (past the budget, or seen only in evaluation, under no_grad) gets its
+  prefix keys and values recomputed without gradient for that batch: still cheaper than the
+  plain path when training (no backward through them), the same forward pass in evaluation.
 
 The rest is transformers' own machinery: the suffix's real position ids (rotary models), its
 left-padding mask over prefix + suffix as one 4D causal mask offset by the prefix length
@@ -132,11 +133,33 @@ class KeyValueStore:
         self.slot_of[rows[:count].cpu()] = slots
         self.used += count
 
-    def gather(self, rows: Tensor, tokens: int) -> KeysValues:
-        """Per layer, (B, kv_heads, `tokens`, head_dim) keys and values of stored `rows`' first tokens."""
-        slots = self.slot_of[rows.cpu()]
-        return [(keys[slots.to(keys.device), :, :tokens], values[slots.to(values.device), :, :tokens])
-                for keys, values in zip(self.keys, self.values, strict=True)]
+    def gather(self, rows: Tensor, tokens: int, fresh_rows: Tensor | None = None,
+               fresh: KeysValues | None = None) -> KeysValues:
+        """Per layer, (B, kv_heads, `tokens`, head_dim) keys and values of `rows`' first tokens.
+
+        Rows in sorted `fresh_rows` are read from `fresh` (their keys and values just computed), the others from
+        the store.
+        """
+        rows = rows.cpu()
+        if fresh is None or fresh_rows is None:
+            slots = self.slot_of[rows]
+            return [(keys[slots.to(keys.device), :, :tokens], values[slots.to(values.device), :, :tokens])
+                    for keys, values in zip(self.keys, self.values, strict=True)]
+        is_fresh = torch.isin(rows, fresh_rows)
+        in_fresh = torch.searchsorted(fresh_rows, rows[is_fresh])
+        stored, slots = ~is_fresh, self.slot_of[rows[~is_fresh]]
+        merged: KeysValues = []
+        for layer, pair in enumerate(fresh):
+            both = []
+            for kind, computed in enumerate(pair):
+                out = computed.new_empty((len(rows), computed.shape[1], tokens, computed.shape[3]))
+                out[is_fresh.to(out.device)] = computed[in_fresh.to(out.device), :, :tokens]
+                if len(slots):
+                    kept = (self.keys, self.values)[kind][layer]
+                    out[stored.to(out.device)] = kept[slots.to(kept.device), :, :tokens]
+                both.append(out)
+            merged.append((both[0], both[1]))
+        return merged
 
     def _allocate(self, computed: KeysValues) -> None:
         row_bytes = sum(t[0].numel() * t.element_size() for pair in computed for t in pair)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The trial comparison of benchmarks/trial_vs_pyvene.py on a 7B-shaped Llama (random init, bf16) on one
-# CUDA GPU, sized to finish inside one 10-minute run on an H100 (layers 0, 16 and 31; 10 timed steps).
+# CUDA GPU, sized to finish inside one 10-minute run on an H100 (layers 0, 16 and 31; 10 timed steps):
+# pyvene, align-search's suffix path (the default: keys and values of the tokens before the site kept
+# from the first epoch of 2 batches) and its all-tokens step (train.suffix_only off), and the floor.
 #
 #   benchmarks/gpu.sh --fetch-wheels   # here, with the package registries: pyvene 0.1.8 and what the GPU image lacks, into .whl/
 #   benchmarks/gpu.sh                  # on the GPU machine (no network): installs .whl/ into /tmp/site, runs, writes
@@ -40,5 +42,5 @@ mkdir -p benchmarks/results
   "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'; } \
   | tee "benchmarks/results/gpu-$SHAPE.env.txt"
 timeout 540 "$PY" -m benchmarks.trial_vs_pyvene --models "$SHAPE" --device "$DEVICE" --dtype "$DTYPE" \
-  --layers "$LAYERS" --steps "$STEPS" --warmup 2 --threads 8 --out "benchmarks/results/gpu-$SHAPE.json" \
+  --layers "$LAYERS" --steps "$STEPS" --warmup 2 --batches-per-epoch 2 --threads 8 --out "benchmarks/results/gpu-$SHAPE.json" \
   | tee "benchmarks/results/gpu-$SHAPE.txt"

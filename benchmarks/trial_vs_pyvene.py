@@ -10,8 +10,11 @@ process after `--warmup` steps, so background load hits them alike:
 
     pyvene-tutorial  pyvene as its Boundless DAS tutorial uses it (loss over every position's logits)
     pyvene-last      pyvene with logits_to_keep=1 (its best case)
-    align-search     alignment.train's optimizer step (cached frozen prefix, logits at the answer)
-    align-search-uncached   the same with the prefix cache off (what a trial does past its memory budget)
+    align-search     alignment.train's optimizer step (cached frozen prefix, logits at the answer, the
+                     layers above the site on the tokens from the site's on: the suffix path)
+    align-search-all-tokens  the same with every token above the site (train.suffix_only off: the
+                     step before issue 14)
+    align-search-uncached   the suffix path with the prefix cache off (what a trial does past its memory budget)
     floor            forward + backward of the layers above the site only, no intervention
 
 Before timing anything it checks that the first step's loss is the same for all of them
@@ -66,6 +69,8 @@ KINDS = ("das", "boundless")
 # Targets of issue 7 at GPT-2-small shape (CPU, 2 threads): speed-up over pyvene by layer and mode,
 # and align-search's step as a multiple of the floor at layer 6.
 TARGETS = {"tutorial": {0: 2.0, 6: 5.0, 11: 8.0}, "last": {6: 3.0}, "floor": {6: 1.3}}
+# Issue 14's: the suffix path over the all-tokens step.
+SUFFIX_TARGETS = {0: 3.0, 6: 5.0}
 
 
 class AlignSearchTrainer:
@@ -121,7 +126,7 @@ class Variant:
     peak_step_mb: float | None = None
 
 
-def build_variants(model: torch.nn.Module, frozen: FrozenSite, uncached: FrozenSite | None, pairs: Pairs,
+def build_variants(model: torch.nn.Module, frozen: FrozenSite, others: list[tuple[str, FrozenSite]], pairs: Pairs,
                    layer: int, args: argparse.Namespace, total: int,
                    checks: dict[str, Any]) -> list[Variant]:
     """Every trainer of one layer, all starting from pyvene's initial rotation; the floor last.
@@ -145,8 +150,7 @@ def build_variants(model: torch.nn.Module, frozen: FrozenSite, uncached: FrozenS
                   for mode in ("tutorial", "last")]
         variants += [Variant(f"pyvene-{t.mode}/{kind}", kind, _pyvene_step(t, inputs, device))
                      for t in theirs]
-        sites = [("align-search", frozen)] + ([("align-search-uncached", uncached)] if uncached else [])
-        for name, site in sites:
+        for name, site in [("align-search", frozen), *others]:
             ours = AlignSearchTrainer(site, pairs, kind, rotation, args.das_dim or hidden // 2, total)
             checks[f"{name}/{kind}"] = check_equal_work(theirs[0], ours, batches[0], inputs[0], device, rtol)
             variants.append(Variant(f"{name}/{kind}", kind, ours.step))
@@ -270,6 +274,9 @@ def _ratios(variants: list[Variant], clock: str) -> dict[str, float]:
         for other in ("pyvene-tutorial", "pyvene-last"):
             ratios[f"{other}/{kind} over align-search"] = _median_ratio(times[f"{other}/{kind}"], ours)
         ratios[f"align-search/{kind} over floor"] = _median_ratio(ours, times["floor"])
+        if f"align-search-all-tokens/{kind}" in times:
+            ratios[f"align-search-all-tokens/{kind} over align-search"] = _median_ratio(
+                times[f"align-search-all-tokens/{kind}"], ours)
         if f"align-search-uncached/{kind}" in times:
             ratios[f"pyvene-tutorial/{kind} over align-search-uncached"] = _median_ratio(
                 times[f"pyvene-tutorial/{kind}"], times[f"align-search-uncached/{kind}"])
@@ -291,11 +298,13 @@ def run_layer(model: torch.nn.Module, pairs: Pairs, layer: int, args: argparse.N
     cache_build_s = time.perf_counter() - started
     if not frozen.cached:
         raise SystemExit(f"the prefix cache of {len(pairs.data.table)} prompts must fit --cache-budget-mb")
-    uncached = FrozenSite(model, site, pairs.data.table, cache="off") if args.uncached else None
+    others = [(name, FrozenSite(model, site, pairs.data.table, **options)) for name, options, wanted in (
+        ("align-search-all-tokens", {"cache_budget_mb": args.cache_budget_mb, "suffix": False}, args.all_tokens),
+        ("align-search-uncached", {"cache": "off"}, args.uncached)) if wanted]
     total = args.warmup + args.steps + 1                      # + 1: the memory step
     print(f"layer {layer} ({site}): prefix cache built in {cache_build_s:.1f} s", flush=True)
     checks: dict[str, Any] = {}
-    variants = build_variants(model, frozen, uncached, pairs, layer, args, total, checks)
+    variants = build_variants(model, frozen, others, pairs, layer, args, total, checks)
     checks["first_step_losses"] = run_steps(variants, args.warmup, args.steps,
                                             tolerance(next(model.parameters()).dtype))
     if args.steps:
@@ -303,6 +312,7 @@ def run_layer(model: torch.nn.Module, pairs: Pairs, layer: int, args: argparse.N
     table = pairs.data.table
     cache_mb = len(table) * table.seq_len * frozen.hidden_size() * 4 / 2**20
     return {"layer": layer, "site": site, "cache_mb": cache_mb, "cache_build_s": cache_build_s,
+            "kv_mb": frozen.store.nbytes / 2**20, "suffix_reason": frozen.suffix_reason,
             "prompts": len(table), "check": checks, "load_before": load_before, "load_after": load_average(),
             **summarize(variants)}
 
@@ -319,10 +329,13 @@ def targets_met(layer: int, result: dict[str, Any]) -> dict[str, Any]:
         key = f"align-search/{kind} over floor"
         if layer in TARGETS["floor"] and key in ratios:
             met[f"{key} <= {TARGETS['floor'][layer]}"] = (ratios[key], ratios[key] <= TARGETS["floor"][layer])
+        key = f"align-search-all-tokens/{kind} over align-search"
+        if layer in SUFFIX_TARGETS and key in ratios:
+            met[f"{key} >= {SUFFIX_TARGETS[layer]}"] = (ratios[key], ratios[key] >= SUFFIX_TARGETS[layer])
         ours, theirs = rows.get(f"align-search/{kind}", {}), rows.get(f"pyvene-tutorial/{kind}", {})
         if ours.get("peak_step_mb") is not None and theirs.get("peak_step_mb") is not None:
-            total = ours["peak_step_mb"] + result["cache_mb"]
-            met[f"align-search/{kind} step + cache MB <= pyvene-tutorial step MB"] = (
+            total = ours["peak_step_mb"] + result["cache_mb"] + result["kv_mb"]
+            met[f"align-search/{kind} step + cache + keys/values MB <= pyvene-tutorial step MB"] = (
                 (total, theirs["peak_step_mb"]), total <= theirs["peak_step_mb"])
     return met
 
@@ -330,7 +343,7 @@ def targets_met(layer: int, result: dict[str, Any]) -> dict[str, Any]:
 def print_layer(name: str, result: dict[str, Any]) -> None:
     print(f"\n{name}, layer {result['layer']} (load {result['load_before']} -> {result['load_after']}; "
           f"cache {result['cache_mb']:.0f} MB for {result['prompts']} prompts, "
-          f"built in {result['cache_build_s']:.1f} s)")
+          f"built in {result['cache_build_s']:.1f} s; keys/values {result['kv_mb']:.0f} MB)")
     print("| variant | s/step median | min | CPU s/step | examples/s | peak step MB |\n"
           "|---|---|---|---|---|---|")
     for variant, row in result["variants"].items():
@@ -378,7 +391,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: 0,6,11 for gpt2-small; first, middle and last otherwise")
     parser.add_argument("--kinds", default=list(KINDS), type=lambda s: s.split(","))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (after --warmup)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps first; at least --batches-per-epoch, so that the keys and values are kept")
+    parser.add_argument("--batches-per-epoch", type=int, default=3,
+                        help="batches of 16 pairs an epoch (0: every step new pairs, each filling the key/value store)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (also set OMP_NUM_THREADS)")
     parser.add_argument("--das-dim", type=int, default=None,
                         help="plain DAS subspace size (default hidden/2)")
@@ -387,6 +403,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="named position of the site (default: the answer token)")
     parser.add_argument("--uncached", action=argparse.BooleanOptionalAction, default=True,
                         help="also time align-search with the prefix cache off")
+    parser.add_argument("--all-tokens", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time align-search with every token above the site (suffix_only off)")
     parser.add_argument("--cache-budget-mb", type=float, default=2048.0)
     parser.add_argument("--task-model", default=str(TASK_MODEL_DIR))
     parser.add_argument("--device", default="cpu")
@@ -414,7 +432,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, model, tokenizer, template in models:
         layers = plan[name]
         total = args.warmup + args.steps + 1
-        pairs = price_tagging_pairs(tokenizer, template, BATCH * total, args.position, seed=args.seed)
+        # Epochs of --batches-per-epoch batches: from the second on, the suffix path reads its stored keys and values.
+        n_pairs = BATCH * (args.batches_per_epoch or total)
+        pairs = price_tagging_pairs(tokenizer, template, n_pairs, args.position, seed=args.seed)
         entry: dict[str, Any] = {"template": template, "seq_len": pairs.data.table.seq_len, "layers": []}
         for layer in layers:
             result = run_layer(model, pairs, layer, args)

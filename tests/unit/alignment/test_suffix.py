@@ -91,14 +91,22 @@ def test_suffix_path_at_a_group_of_tokens(price_tokenizer, family, component, po
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_rows_past_the_key_value_budget_are_recomputed(price_tokenizer, family):
-    # A budget of a few rows: the first batch's rows do not all fit, so every step recomputes its prefix.
+    # A budget of a few rows: the first ones are kept, the others recomputed at every step, in the same batch.
     interchange, pairs = suffix_interchange(price_tokenizer, family, 0, "block", kv_budget_mb=0.1)
-    store = interchange.frozen.store
+    store, rows = interchange.frozen.store, pairs.pairs.base_rows
+    assert_suffix_equals_plain(interchange, pairs)                 # fills the store
+    assert store.capacity is not None and 0 < store.used == store.capacity < len(rows.unique())
+    assert store.holds(rows[:store.capacity]) and not store.holds(rows)
+    assert_suffix_equals_plain(interchange, pairs)                 # kept and recomputed rows together
+
+
+def test_evaluation_keeps_no_keys_and_values(price_tokenizer):
+    interchange, pairs = suffix_interchange(price_tokenizer, "llama", 1, "attention")
+    with torch.no_grad():
+        interchange.logits(pairs)
+    assert interchange.frozen.store.used == 0
     assert_suffix_equals_plain(interchange, pairs)
-    assert store.capacity is not None and 0 < store.capacity < len(pairs.pairs.base_rows.unique())
-    first = pairs.select(torch.arange(store.capacity))  # a batch that fits is kept
-    assert_suffix_equals_plain(interchange, first)
-    assert store.used == len(first.pairs.base_rows.unique()) and store.holds(first.pairs.base_rows)
+    assert interchange.frozen.store.used == len(pairs.pairs.base_rows.unique())
 
 
 def test_uncached_hidden_states_and_eager_attention(price_tokenizer):

@@ -97,13 +97,14 @@ class KeyValueStore:
     """Keys and values of the layers above the site, per prompt row, within `budget_bytes`.
 
     Rows are stored the first time they are computed while there is room (a row is never
-    evicted); `holds` says whether every row of a batch is there.
+    evicted); `holds` says whether every row of a batch is there. The storage grows (doubling)
+    with the rows stored, up to `capacity` rows, so prompts only ever used as sources cost nothing.
     """
 
     def __init__(self, n_rows: int, budget_bytes: float):
         self.slot_of = torch.full((n_rows,), -1, dtype=torch.long)
         self.budget_bytes = budget_bytes
-        self.keys: list[Tensor] = []       # per layer: (capacity, kv_heads, tokens, head_dim)
+        self.keys: list[Tensor] = []       # per layer: (allocated rows, kv_heads, tokens, head_dim)
         self.values: list[Tensor] = []
         self.capacity: int | None = None
         self.used = 0
@@ -122,10 +123,12 @@ class KeyValueStore:
     def add(self, rows: Tensor, computed: KeysValues) -> None:
         """Store the keys and values `computed` for distinct `rows` (as many as fit)."""
         if self.capacity is None:
-            self._allocate(computed)
+            row_bytes = sum(t[0].numel() * t.element_size() for pair in computed for t in pair)
+            self.capacity = min(len(self.slot_of), int(self.budget_bytes // row_bytes)) if row_bytes else 0
         count = min(len(rows), self.room() or 0)
         if count == 0:
             return
+        self._grow(self.used + count, computed)
         slots = torch.arange(self.used, self.used + count)
         for stored_keys, stored_values, (keys, values) in zip(self.keys, self.values, computed, strict=True):
             stored_keys[slots.to(stored_keys.device)] = keys[:count]
@@ -161,9 +164,20 @@ class KeyValueStore:
             merged.append((both[0], both[1]))
         return merged
 
-    def _allocate(self, computed: KeysValues) -> None:
-        row_bytes = sum(t[0].numel() * t.element_size() for pair in computed for t in pair)
-        self.capacity = min(len(self.slot_of), int(self.budget_bytes // row_bytes)) if row_bytes else 0
-        for keys, values in computed:
-            self.keys.append(keys.new_empty((self.capacity, *keys.shape[1:])))
-            self.values.append(values.new_empty((self.capacity, *values.shape[1:])))
+    def _grow(self, rows: int, computed: KeysValues) -> None:
+        """Make room for `rows` rows: at least double what is allocated, at most `capacity`."""
+        allocated = len(self.keys[0]) if self.keys else 0
+        if rows <= allocated:
+            return
+        size = min(self.capacity or 0, max(rows, 2 * allocated))
+
+        def grown(old: Tensor | None, like: Tensor) -> Tensor:
+            new = like.new_empty((size, *like.shape[1:]))
+            if old is not None:
+                new[:self.used] = old[:self.used]
+            return new
+
+        none: list[Tensor | None] = [None] * len(computed)
+        old_keys, old_values = self.keys or none, self.values or none
+        self.keys = [grown(old, keys) for old, (keys, _) in zip(old_keys, computed, strict=True)]
+        self.values = [grown(old, values) for old, (_, values) in zip(old_values, computed, strict=True)]

@@ -16,12 +16,12 @@ def spied_edits(interchange, pairs, monkeypatch):
     seen = []
     original = frozen.plain_logits
 
-    def spy(rows, edit=None):
-        def recorded(hidden):
-            edited = edit(hidden)
+    def spy(rows, edit=None, positions=None):
+        def recorded(hidden, positions):
+            edited = edit(hidden, positions)
             seen.append((hidden.detach().clone(), edited.detach().clone()))
             return edited
-        return original(rows, recorded)
+        return original(rows, recorded, positions)
 
     monkeypatch.setattr(frozen, "plain_logits", spy)
     with torch.no_grad():
@@ -60,9 +60,9 @@ def test_a_group_full_swap_equals_the_single_swaps_applied_together(tiny_price):
     frozen, batch = group.frozen, pairs.pairs
     edits = [edit_of(single, single_pairs) for single, single_pairs in singles]
 
-    def both(hidden):
-        for edit in edits:
-            hidden = edit(hidden)
+    def both(hidden, positions):
+        for edit, own_positions in edits:
+            hidden = edit(hidden, own_positions)
         return hidden
 
     with torch.no_grad():
@@ -73,11 +73,12 @@ def test_a_group_full_swap_equals_the_single_swaps_applied_together(tiny_price):
 
 
 def edit_of(interchange, pairs):
-    """The edit function an Interchange applies, captured from its plain path."""
+    """The edit function an Interchange applies and the positions it edits, captured from its plain path."""
     captured = []
     frozen = interchange.frozen
     original = frozen.plain_logits
-    frozen.plain_logits = lambda rows, edit=None: captured.append(edit) or original(rows, edit)
+    frozen.plain_logits = lambda rows, edit=None, positions=None: (captured.append((edit, positions))
+                                                                   or original(rows, edit, positions))
     try:
         interchange.logits(pairs, plain=True)
     finally:

@@ -146,3 +146,13 @@ def test_the_untouched_model_runs_only_the_last_token(price_tokenizer):
         untouched = frozen.logits(rows)
     assert captured[-1].shape[1] == 1
     torch.testing.assert_close(untouched, frozen.plain_logits(rows), atol=1e-6, rtol=1e-5)
+
+
+def test_the_store_grows_with_the_rows_it_keeps(price_tokenizer):
+    interchange, pairs = suffix_interchange(price_tokenizer, "gpt2", 0, "block")
+    store, rows = interchange.frozen.store, pairs.pairs.base_rows
+    assert_suffix_equals_plain(interchange, pairs.select(torch.arange(3)))
+    assert store.used == 3 and len(store.keys[0]) == 3
+    assert_suffix_equals_plain(interchange, pairs)                 # the first three stay where they were
+    assert store.used == len(rows.unique()) < len(interchange.frozen.table)  # the sources take no room
+    assert store.nbytes == store.used * sum(t[0].numel() * t.element_size() for t in (*store.keys, *store.values))

@@ -212,7 +212,8 @@ def _optimizer_step(interchange: Interchange, train_pairs: PositionedPairs, step
                 penalty = penalty + intervention_config.axis_penalty * intervention.axis_penalty()
             loss = ce + penalty
             if not torch.isfinite(loss):
-                raise TrialDiverged(f"loss became {float(loss)} at step {step + 1} (cross-entropy {float(ce)})")
+                raise TrialDiverged(f"loss became {loss.detach().item()} at step {step + 1} "
+                                    f"(cross-entropy {ce.detach().item()})")
             # every worker adds its share of the cross-entropy and 1/workers of the penalty
             mine = loss if parallel is None else share + penalty / workers
             if mine.requires_grad:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from alignment.models import LoadedModel, load_model, read_meta
+from alignment.results import TrialResult, UntrainedResult
 from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
 from alignment.untrained import run_untrained
@@ -83,6 +84,7 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
     reporter = _reporter(tune, folder, key, _hard_reports(config, spec.hypothesis.intervention))
+    summary: TrialResult | UntrainedResult
     try:
         if spec.role in UNTRAINED:
             target = folder.summary(spec.target or "") or folder.best(spec.target or "") or {}
@@ -98,7 +100,9 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
         folder.write_status(key, status="diverged", error=str(error))
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
         return
-    tune.report({**_final(summary), **_node(), "iia": summary.get("best_dev_iia", summary["test_iia"]), "done": True})
+    # Tune ranks a trained trial by its best dev IIA; an untrained control has only its test IIA.
+    iia = summary.best_dev_iia if isinstance(summary, TrialResult) else summary.test_iia
+    tune.report({**_final(summary.to_dict()), **_node(), "iia": iia, "done": True})
 
 
 def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:

@@ -86,7 +86,9 @@ def test_every_trial_is_scored_on_test_and_hypotheses_are_ranked_on_dev(sweep):
 
 def test_a_failed_control_leaves_the_verdict_unchecked_with_its_evidence(sweep):
     folder, _ = sweep
-    verdict = write_report(folder)["verdict"]["causal_models"]["left_boundary"]
+    typed = write_report(folder)["verdict"].causal_models["left_boundary"]
+    verdict = json.loads((folder.path / "report.json").read_text())["verdict"]["causal_models"]["left_boundary"]
+    assert typed.to_dict() == verdict and typed.judgement.state == "unchecked"
     assert verdict["best"] == "left_boundary@L0:last:boundless" and verdict["seeds"] == 3
     assert (verdict["found"], verdict["state"], verdict["kind"]) == (False, "unchecked", None)
     assert verdict["controls"]["random_model"]["state"] == "failed"
@@ -103,17 +105,17 @@ def test_with_every_control_run_the_same_sweep_is_found_as_a_subspace(sweep):
     control = f"{grid.key}~random_model"
     (folder.trial_dir(control) / "status.json").unlink()
     (folder.trial_dir(control) / "summary.json").write_text(json.dumps(scored(correct(0.6, 7), 0.6)))
-    verdict = write_report(folder)["verdict"]["causal_models"]["left_boundary"]
-    assert (verdict["found"], verdict["kind"]) == (True, "subspace"), verdict["reason"]
-    assert verdict["control_causal_models"] == {"mid_point_distance": pytest.approx(0.55, abs=0.06),
+    verdict = write_report(folder)["verdict"].causal_models["left_boundary"]
+    assert (verdict.judgement.found, verdict.judgement.kind) == (True, "subspace"), verdict.judgement.reason
+    assert verdict.evidence.control_models == {"mid_point_distance": pytest.approx(0.55, abs=0.06),
                                                 "bracket_identity": pytest.approx(0.5, abs=0.06)}
 
 
 def test_a_control_causal_model_left_out_of_the_sweep_is_a_missing_control(sweep):
     folder, _ = sweep
     folder.write_trials([s for s in folder.read_trials() if s.hypothesis.causal_model != "bracket_identity"])
-    verdict = write_report(folder)["verdict"]["causal_models"]["left_boundary"]
-    assert "control causal model bracket_identity has no result" in " ".join(verdict["unchecked"])
+    verdict = write_report(folder)["verdict"].causal_models["left_boundary"]
+    assert "control causal model bracket_identity has no result" in " ".join(verdict.judgement.unchecked)
 
 
 def test_the_verdict_stays_on_the_hypothesis_whose_controls_ran(sweep):
@@ -124,4 +126,4 @@ def test_the_verdict_stays_on_the_hypothesis_whose_controls_ran(sweep):
     folder.write_best(stopped, scored(correct(0.99, 1), 0.99))
     report = write_report(folder)
     assert report["ranking"][0]["hypothesis"] == "left_boundary@L1:last:boundless"
-    assert report["verdict"]["causal_models"]["left_boundary"]["best"] == "left_boundary@L0:last:boundless"
+    assert report["verdict"].causal_models["left_boundary"].best == "left_boundary@L0:last:boundless"

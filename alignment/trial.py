@@ -158,7 +158,8 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     test = iia_fields(*correct_per_pair(interchange, trial.positioned["test"], trial.data.answer_ids,
                                          config.train.eval_batch_size, parallel))
     summary = _summary(trial, result, test, time.perf_counter() - started)
-    save_intervention(output / "intervention", interchange.intervention, _description(config, summary))
+    save_intervention(output / "intervention", interchange.intervention, _description(config, summary),
+                      config.intervention)
     atomic_write_text(output / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
@@ -255,5 +256,4 @@ def _description(config: TrialConfig, summary: TrialResult) -> dict[str, Any]:
     return {"task": config.task, "causal_model": config.causal_model, "variables": list(config.variables),
             "template": config.data.template, "site": summary.site, "layer": config.layer,
             "position": config.position, "source_position": summary.source_position,
-            "subspace_dim": config.intervention.subspace_dim, "rotation_map": config.intervention.rotation_map,
             "model": summary.model, "metrics": summary.metrics}

@@ -22,7 +22,7 @@ def test_the_readme_python_block_runs_as_written(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     summary, saved = namespace["summary"], namespace["saved"]
     assert summary.prealign_accuracy > 0.9 and 0.0 <= summary.test_iia <= 1.0
-    assert saved.description["variables"] == ["left_boundary"]
+    assert saved.description.variables == ("left_boundary",)
     assert TrialResult.read(tmp_path / "runs" / "left_boundary-L0" / "summary.json") == summary
 
 

@@ -39,11 +39,16 @@ class _Summary:
     def read(cls: type[R], path: str | Path) -> R:
         """The result in a summary.json; a file that is not one is a ConfigError naming the file."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{str(path)!r} must be a summary.json align-search wrote, got {error}") from None
+            return cls.from_dict(_load(path))
         except ConfigError as error:
             raise ConfigError(f"{str(path)!r} is not a {cls.__name__}: {error}") from None
+
+
+def _load(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{str(path)!r} must be a summary.json align-search wrote, got {error}") from None
 
 
 @dataclass(frozen=True)
@@ -140,3 +145,9 @@ class UntrainedResult(_Site):
     def __post_init__(self) -> None:
         if self.trained:
             raise ConfigError("an UntrainedResult must have trained false, got true")
+
+
+def result_of(data: Mapping[str, Any]) -> TrialResult | UntrainedResult:
+    """The result a summary.json's data holds: an untrained control's (it says "trained": false), else a
+    trained trial's; strict as `from_dict`."""
+    return UntrainedResult.from_dict(data) if data.get("trained") is False else TrialResult.from_dict(data)

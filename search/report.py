@@ -24,6 +24,7 @@ from typing import Any
 
 from alignment.intervals import RESAMPLES, SEED, bootstrap_interval, decode
 from alignment.persistence import atomic_write_text
+from alignment.results import TrialResult, UntrainedResult
 from causal_models import get_task
 from search.folder import SweepFolder, TrialSpec, data_name, read_jsonl
 from search.heatmaps import heatmaps
@@ -69,7 +70,7 @@ def _floors(stats: Path) -> dict[str, float | None]:
     return {"floor_no_op": test.get("unchanged_share"), "floor_copy_source": test.get("floor_copy_source")}
 
 
-def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any],
+def _row(spec: TrialSpec, result: TrialResult | UntrainedResult | None, status: dict[str, Any],
          best: dict[str, Any]) -> dict[str, Any]:
     hypothesis = spec.hypothesis
     row: dict[str, Any] = {"key": spec.key, "hypothesis": hypothesis.id, "causal_model": hypothesis.causal_model,
@@ -78,6 +79,7 @@ def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]
                            "position_label": hypothesis.label, "intervention": hypothesis.intervention,
                            "seed": spec.seed, "role": spec.role, "phase": spec.phase, "target": spec.target,
                            "stopped_by": ""}
+    summary = result.to_dict() if result is not None else None
     scored = summary if summary is not None else best if status.get("status") == "stopped_early" else {}
     row.update({k: scored[k] for k in SCORED if k in scored})
     row.update({k: scored[k] for k in ("floor_no_op", "floor_copy_source") if k in scored})

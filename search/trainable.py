@@ -65,9 +65,12 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
 
     folder = SweepFolder(params["sweep_dir"])
     key = params["trial"]
-    done = folder.summary(key) or folder.status(key)
+    done, status = folder.summary(key), folder.status(key)
     if done is not None:  # finished before an interruption: report it, do not re-run
-        tune.report({**_final(done), **_node(), "iia": done.get("best_dev_iia", 0.0), "done": True})
+        tune.report({**_final_of(done), **_node(), "done": True})
+        return
+    if status is not None:  # diverged, failed or stopped before an interruption: the same
+        tune.report({**_final(status), **_node(), "iia": status.get("best_dev_iia", 0.0), "done": True})
         return
     trial_dir = folder.trial_dir(key)
     resume = read_checkpoint(trial_dir / "checkpoint")
@@ -87,8 +90,7 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     summary: TrialResult | UntrainedResult
     try:
         if spec.role in UNTRAINED:
-            target = folder.summary(spec.target or "") or folder.best(spec.target or "") or {}
-            summary = run_untrained(trial, trial_dir, inputs, target.get("boundary_widths"),
+            summary = run_untrained(trial, trial_dir, inputs, _widths_of(folder, spec.target or ""),
                                     config.controls.random_draws)
         elif config.hypotheses.shard > 1:
             from cluster.sharded import run_sharded_trial
@@ -100,9 +102,7 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
         folder.write_status(key, status="diverged", error=str(error))
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
         return
-    # Tune ranks a trained trial by its best dev IIA; an untrained control has only its test IIA.
-    iia = summary.best_dev_iia if isinstance(summary, TrialResult) else summary.test_iia
-    tune.report({**_final(summary.to_dict()), **_node(), "iia": iia, "done": True})
+    tune.report({**_final_of(summary), **_node(), "done": True})
 
 
 def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:
@@ -113,7 +113,21 @@ def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:
     return path
 
 
+def _widths_of(folder: SweepFolder, target: str) -> dict[str, int] | None:
+    """The hard widths of the trial a random rotation controls: at its end, or at its best dev state if stopped."""
+    result = folder.summary(target)
+    return result.boundary_widths if result is not None else (folder.best(target) or {}).get("boundary_widths")
+
+
+def _final_of(result: TrialResult | UntrainedResult) -> dict[str, Any]:
+    """A result's last report: its scores, and "iia" to rank by (a trained trial's best dev IIA; an
+    untrained control has only its test IIA)."""
+    iia = result.best_dev_iia if isinstance(result, TrialResult) else result.test_iia
+    return {**_final(result.to_dict()), "iia": iia}
+
+
 def _final(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scores Tune shows, from a summary.json's data or a final status.json."""
     final = {key: summary[key] for key in FINAL_KEYS if key in summary}
     if "boundary_widths" in summary:
         final["min_width"] = min(summary["boundary_widths"].values())

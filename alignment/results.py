@@ -38,8 +38,9 @@ class _Summary:
     @classmethod
     def read(cls: type[R], path: str | Path) -> R:
         """The result in a summary.json; a file that is not one is a ConfigError naming the file."""
+        data = _load(path)
         try:
-            return cls.from_dict(_load(path))
+            return cls.from_dict(data)
         except ConfigError as error:
             raise ConfigError(f"{str(path)!r} is not a {cls.__name__}: {error}") from None
 

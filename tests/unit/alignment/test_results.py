@@ -58,7 +58,7 @@ def test_reading_back_is_strict_and_says_what_is_wrong_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=rf"^'{path}' is not a TrialResult: unknown key\(s\) \['extra'\]"):
         TrialResult.read(path)
     path.write_text('{"torn": ')
-    with pytest.raises(ConfigError, match="must be a summary.json align-search wrote"):
+    with pytest.raises(ConfigError, match=rf"^'{path}' must be a summary.json align-search wrote, got Expecting"):
         TrialResult.read(path)
 
 

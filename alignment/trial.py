@@ -7,7 +7,8 @@ bootstrap 95% interval `test_iia_ci_low`/`test_iia_ci_high` and the per-pair cor
 `test_correct` ("0"/"1" per test pair, `alignment.intervals`), `test_iia_full_vocab`, the
 test pairs' floors `floor_no_op` and `floor_copy_source` (`causal_models.pairs.floors`),
 `boundary_widths` (hard dimensions per variable) of `hidden_size`, and the context needed to
-read them.
+read them. `run_trial` returns the same as a `TrialResult` (`alignment.results`), whose fields
+are these keys.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ NEAR_TASK = 0.05
 SUBSPACE_SHARE = 0.5
 REQUIRED_CONTROLS = ("random_rotation", "random_model")
 ControlState = Literal["ran", "failed", "diverged", "not run"]
+VerdictState = Literal["found", "not found", "unchecked"]
+Kind = Literal["subspace", "whole_site"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,66 @@ class Evidence:
     margin: float = 0.05
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """What `judge` says of one causal model: found / not found / unchecked, the kind of a found
+    alignment ("subspace" or "whole_site"), the reason in words, and the checks that failed or
+    could not be made."""
+
+    found: bool
+    state: VerdictState
+    kind: Kind | None
+    reason: str
+    failed: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict on one causal model: the selected hypothesis (`best`, chosen on dev IIA: `dev_iia`),
+    its test IIA over `seeds` seeds (the evidence's iia and ci95, and the seeds' spread `sd`), the
+    evidence the judgement read, and the judgement. `to_dict()` is its entry in report.json."""
+
+    best: str
+    sd: float
+    seeds: int
+    dev_iia: float | None
+    evidence: Evidence
+    judgement: Judgement
+
+    @property
+    def best_control(self) -> float | None:
+        """The best test IIA among the task's control causal models (None: none has a result)."""
+        return max((v for v in self.evidence.control_models.values() if v is not None), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        evidence, judgement = self.evidence, self.judgement
+        return {"best": self.best, "iia": round(evidence.iia, 4), "sd": round(self.sd, 4), "seeds": self.seeds,
+                "ci95": [round(x, 4) for x in evidence.ci95], "dev_iia": self.dev_iia,
+                "task_accuracy": evidence.task_accuracy, "floors": evidence.floors, "widths": evidence.widths,
+                "site_width": evidence.site_width, "controls": {k: c.to_dict() for k, c in evidence.controls.items()},
+                "control_causal_models": evidence.control_models, "best_control": self.best_control,
+                "found": judgement.found, "state": judgement.state, "kind": judgement.kind,
+                "reason": judgement.reason, "failed": list(judgement.failed), "unchecked": list(judgement.unchecked)}
+
+
+@dataclass(frozen=True)
+class SweepVerdict:
+    """report.json's "verdict": the task accuracy and rules the verdicts used, the control causal models'
+    best test IIA, and a `Verdict` per (non-control) causal model."""
+
+    task_accuracy: float
+    margin: float
+    ci95_method: str
+    controls: dict[str, float] = field(default_factory=dict)
+    causal_models: dict[str, Verdict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_accuracy": self.task_accuracy, "margin": self.margin, "near_task": NEAR_TASK,
+                "subspace_share": SUBSPACE_SHARE, "ci95_method": self.ci95_method, "controls": self.controls,
+                "causal_models": {name: v.to_dict() for name, v in self.causal_models.items()}}
+
+
 @dataclass
 class _Checks:
     near_task: str = ""
@@ -81,7 +143,7 @@ class _Checks:
     notes: list[str] = field(default_factory=list)
 
 
-def judge(evidence: Evidence) -> dict[str, Any]:
+def judge(evidence: Evidence) -> Judgement:
     """found / not found / unchecked, the kind of a found alignment, and the reason in words."""
     checks = _Checks()
     _task_accuracy(evidence, checks)
@@ -89,13 +151,13 @@ def judge(evidence: Evidence) -> dict[str, Any]:
     _random_model(evidence, checks)
     _control_models(evidence, checks)
     kind, words = _kind(evidence, checks)
-    state = "not found" if checks.failed else "unchecked" if checks.unchecked else "found"
+    state: VerdictState = "not found" if checks.failed else "unchecked" if checks.unchecked else "found"
     full_swap = evidence.controls.get("full_swap", Control())
     described = (f" The full swap at this site scores {full_swap.iia:.3f} (a description of what the site "
                  f"carries, not a rival)." if full_swap.iia is not None else "")
     reason = _reason(state, evidence, checks, words) + described
-    return {"found": state == "found", "state": state, "kind": kind if state == "found" else None,
-            "reason": reason, "failed": checks.failed, "unchecked": checks.unchecked}
+    return Judgement(state == "found", state, kind if state == "found" else None, reason,
+                     tuple(checks.failed), tuple(checks.unchecked))
 
 
 def _task_accuracy(evidence: Evidence, checks: _Checks) -> None:
@@ -153,7 +215,7 @@ def _control_models(evidence: Evidence, checks: _Checks) -> None:
         checks.failed.append(f"not {evidence.margin} above control causal model {best} {scored[best]:.3f}")
 
 
-def _kind(evidence: Evidence, checks: _Checks) -> tuple[str | None, str]:
+def _kind(evidence: Evidence, checks: _Checks) -> tuple[Kind | None, str]:
     """("subspace" | "whole_site" | None, words): the learned width and the same-width random rotation."""
     control = evidence.controls.get("random_rotation", Control())
     if control.state != "ran" or control.iia is None:
@@ -196,12 +258,12 @@ def _join(*phrases: str) -> str:
     return "; ".join(p for p in phrases if p) or "not compared with anything"
 
 
-def state_words(verdict: dict[str, Any]) -> str:
+def state_words(verdict: Judgement) -> str:
     """One causal model's verdict in a few words (report.md, the sweep's closing lines, MLflow tags)."""
-    if verdict["found"]:
-        return f"found ({verdict['kind'].replace('_', ' ')})"
-    reasons = verdict["failed"] if verdict["state"] == "not found" else verdict["unchecked"]
-    return f"{verdict['state']} ({'; '.join(reasons)})"
+    if verdict.found:
+        return f"found ({(verdict.kind or '').replace('_', ' ')})"
+    reasons = verdict.failed if verdict.state == "not found" else verdict.unchecked
+    return f"{verdict.state} ({'; '.join(reasons)})"
 
 
 def _round(value: float | None) -> float | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from alignment.results import TrialResult
 from search.cli import main
 from tests.integration.conftest import ROOT, cli_process, kill_group, planted_sweep_args, wait_for
 
@@ -81,8 +82,8 @@ def test_killed_worker_resumes_from_its_checkpoint_and_a_failing_trial_is_record
     evaluated = [row["step"] for row in map(json.loads, (healthy / "metrics.jsonl").read_text().splitlines())
                  if "dev_iia" in row]
     assert evaluated == list(range(10, 401, 10)), "an evaluation is missing or written twice"
-    summary = json.loads((healthy / "summary.json").read_text())
-    assert summary["steps"] == 400 and summary["test_iia"] >= 0.95
+    summary = TrialResult.read(healthy / "summary.json")
+    assert summary.steps == 400 and summary.test_iia >= 0.95
 
     rows = rows_of(folder)
     assert set(rows) == {"planted:in_set@L1:last:das#s0", failing_key}

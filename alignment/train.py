@@ -268,7 +268,8 @@ def _evaluate(interchange: Interchange, dev_pairs: PositionedPairs, answer_ids: 
         state.best_dev_iia, state.best_step = accuracy.answers, state.step
         state.best_intervention = copy.deepcopy(intervention.state_dict())
     row = {"step": state.step, "dev_iia": accuracy.answers, "dev_iia_full_vocab": accuracy.full_vocab,
-           "best_dev_iia": state.best_dev_iia, "temperature": float(intervention.mask.temperature),
+           "best_dev_iia": state.best_dev_iia, "best_step": state.best_step,
+           "temperature": float(intervention.mask.temperature),
            "mask_hard": _hard(state.step, steps, hard_step), "final": state.step == steps, **_widths(interchange)}
     state.history.append(row)
     record(row)

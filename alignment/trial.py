@@ -144,7 +144,7 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
         (output / "summary.json").unlink(missing_ok=True)
         shutil.rmtree(output / "intervention", ignore_errors=True)
     if report is not None:
-        report = _with_test_at_best(report, trial, parallel, resume.best_dev_iia if resume else -1.0)
+        report = _with_test_at_best(report, trial, parallel)
     with open(output / "metrics.jsonl", "w" if resume is None else "a") as metrics:
         def record(row: dict[str, Any]) -> None:
             metrics.write(json.dumps(row) + "\n")
@@ -173,16 +173,13 @@ def iia_fields(answers: Tensor, full_vocab: Tensor) -> dict[str, Any]:
             "test_correct": encode(answers.tolist())}
 
 
-def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None,
-                       best: float) -> Report:
-    """`report`, with the test split evaluated whenever the best dev IIA improves (not at the last
-    evaluation: the summary's test evaluation follows it)."""
-    seen = {"best": best}
+def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None) -> Report:
+    """`report`, with the test split evaluated whenever the best state moves to this evaluation (not at
+    the last: the summary's test evaluation follows it). The best state can move without the best dev
+    IIA rising: the first near-hard evaluation replaces a soft-phase best (`alignment.train._better`)."""
 
     def wrapped(row: dict[str, Any], snapshot: Callable[[], TrainState]) -> None:
-        improved = row["best_dev_iia"] > seen["best"]
-        seen["best"] = max(seen["best"], row["best_dev_iia"])
-        if improved and not row.get("final"):
+        if row["best_step"] == row["step"] and not row.get("final"):
             answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
                                              trial.config.train.eval_batch_size, parallel)
             row = {**row, "test_at_best": {"step": row["step"], "best_dev_iia": row["best_dev_iia"],

@@ -21,6 +21,7 @@ hatched cell is exactly one the verdict would judge not found on its floors.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,17 +114,17 @@ def _save(path: Path, title: str, layers: list[int], panels: list[list[Column]],
     import matplotlib.pyplot as plt
 
     widest = max(len(panel) for panel in panels)
-    figure, axes_list = plt.subplots(len(panels), 1, squeeze=False,
-                                     figsize=(0.55 * widest + 3.0, len(panels) * (0.42 * len(layers) + 2.2)))
+    width, height = 0.55 * widest + 3.0, len(panels) * (0.42 * len(layers) + 2.2)   # inches
+    figure, axes_list = plt.subplots(len(panels), 1, squeeze=False, figsize=(width, height))
     hatched = False
     for axes, panel in zip(axes_list[:, 0], panels):
         image, panel_hatched = _panel(axes, layers, panel, labels, values, hatched_cells)
         hatched |= panel_hatched
         figure.colorbar(image, ax=axes, fraction=0.04, pad=0.01)
     axes_list[0, 0].set_title(title)
-    if hatched:
-        figure.text(0.01, 0.005, legend(margin), fontsize=8, ha="left", va="bottom")
-    figure.tight_layout(rect=(0, 0.02 if hatched else 0, 1, 1))
+    words = textwrap.wrap(legend(margin), width=int(width * 14)) if hatched else []   # ~14 characters an inch at 8 pt
+    figure.text(0.01, 0.005, "\n".join(words), fontsize=8, ha="left", va="bottom")
+    figure.tight_layout(rect=(0, (0.15 * len(words) + 0.05) / height if words else 0, 1, 1))
     with replacing(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)

@@ -21,10 +21,10 @@ import pytest
 
 from search.cli import main
 from search.verdict import Control, Evidence, judge
+from tests.unit.causal_models.test_docs import DOC, write_documented_task
 
 pytestmark = pytest.mark.slow
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "your-own-task.md"
 CARRY_TRAIN_STEPS = 600   # of the default 2,000: carry is learned (accuracy 1.0) long before, at a third of the time
 
 
@@ -85,8 +85,7 @@ def doc_commands() -> dict[str, list[str]]:
 
 
 def test_carry_is_found_on_the_model_the_own_task_doc_trains(tmp_path, capsys, monkeypatch):
-    code = re.search(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL).group(1)
-    (tmp_path / "carry_task.py").write_text(code)
+    write_documented_task(tmp_path)
     monkeypatch.chdir(tmp_path)   # the doc's commands name carry_task.py and carry_model relative to here
     commands = doc_commands()
     assert main([*commands["train-model"], "--set", f"steps={CARRY_TRAIN_STEPS}"]) == 0

@@ -28,7 +28,17 @@ from alignment.results import TrialResult, UntrainedResult
 from causal_models import get_task
 from search.folder import SweepFolder, TrialSpec, data_name, read_jsonl
 from search.heatmaps import heatmaps
-from search.verdict import NEAR_TASK, SUBSPACE_SHARE, Control, Evidence, SweepVerdict, Verdict, judge, state_words
+from search.verdict import (
+    NEAR_TASK,
+    SUBSPACE_SHARE,
+    Control,
+    Evidence,
+    SweepVerdict,
+    Verdict,
+    floors_of,
+    judge,
+    state_words,
+)
 
 COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "component", "position", "position_label",
            "intervention", "seed", "role", "phase", "target", "status", "stopped_by", "stopped_at_step", "error",
@@ -177,8 +187,7 @@ def _evidence(entry: dict[str, Any], rows: list[dict[str, Any]], task_accuracy: 
     return Evidence(iia=entry["mean"], ci95=(low if low is not None else entry["mean"],
                                              high if high is not None else entry["mean"]),
                     task_accuracy=task_accuracy,
-                    floors={"no_op": entry.get("floor_no_op") or 0.0,
-                            "copy_source": entry.get("floor_copy_source") or 0.0},
+                    floors=floors_of(entry),
                     widths=widths, site_width=hidden // max(1, len(widths)) if hidden else 0,
                     controls=_controls_of(target["key"], rows), control_models=control_models, margin=margin)
 
@@ -210,7 +219,7 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
     atomic_write_text(folder.path / "results.csv", table.getvalue())
     ranked = aggregate(rows)
     verdict = verdicts(folder, ranked, rows)
-    images = heatmaps(folder, ranked)
+    images = heatmaps(folder, ranked, verdict.margin)
     summary = {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
                "stopped_early": [{"key": r["key"], "step": r["stopped_at_step"], "stopped_by": r["stopped_by"]}
                                  for r in rows if r["status"] == "stopped_early"],

@@ -10,7 +10,8 @@ could explain it without the claim, and says `found`, `not found` or `unchecked`
   `copy_source` (paste the source's answer). IIA must clear both by the margin. When the
   variable *is* the answer on these pairs (copying the source's answer is right on at least
   1 - NEAR_TASK of them: the planted task, the carry task), the copy-source floor is the claim
-  itself, not a rival, and only the no-op floor applies; the reason says so.
+  itself, not a rival, and only the no-op floor applies; the reason says so. `floor_checks` is
+  this rule, and the heatmaps hatch exactly the cells it fails.
 - *random model* (a sanity check): the same hypothesis trained on random weights; beat it by the margin.
 - *control causal models* of the task: the best of each; beat the best by the margin.
 - *random rotation of the same width* (untrained, several draws): decides the kind. The claim
@@ -30,12 +31,14 @@ never ran (random rotation, random model, a control causal model with no result)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 NEAR_TASK = 0.05
 SUBSPACE_SHARE = 0.5
 REQUIRED_CONTROLS = ("random_rotation", "random_model")
+FLOORS = {"no_op": "no-op", "copy_source": "copy-source"}   # the floors' names -> their words
 ControlState = Literal["ran", "failed", "diverged", "not run"]
 VerdictState = Literal["found", "not found", "unchecked"]
 Kind = Literal["subspace", "whole_site"]
@@ -172,15 +175,38 @@ def _task_accuracy(evidence: Evidence, checks: _Checks) -> None:
                              f"(interval up to {evidence.ci95[1]:.3f})")
 
 
+def floor_checks(iia: float, floors: Mapping[str, float], margin: float) -> dict[str, bool | None]:
+    """The floor rule, one for the verdict and the heatmaps: per floor, does `iia` clear it by `margin`?
+
+    True: cleared; False: not; None: the floor does not apply (absent, or a copy-source floor of at
+    least 1 - NEAR_TASK, which is the claim itself: on these pairs the variable is the answer).
+    """
+    checks: dict[str, bool | None] = {}
+    for name in FLOORS:
+        floor = floors.get(name)
+        if floor is None or (name == "copy_source" and floor >= 1 - NEAR_TASK):
+            checks[name] = None
+        else:
+            checks[name] = iia >= floor + margin
+    return checks
+
+
+def floors_of(entry: Mapping[str, Any]) -> dict[str, float]:
+    """The floors of a ranked hypothesis (`floor_no_op`, `floor_copy_source`), one not computed as 0.0."""
+    return {name: float(entry.get(f"floor_{name}") or 0.0) for name in FLOORS}
+
+
 def _floors(evidence: Evidence, checks: _Checks) -> None:
     margin = evidence.margin
-    for name, words in (("no_op", "no-op"), ("copy_source", "copy-source")):
-        floor = evidence.floors[name]
-        if name == "copy_source" and floor >= 1 - NEAR_TASK:
+    for name, cleared in floor_checks(evidence.iia, evidence.floors, margin).items():
+        floor, words = evidence.floors.get(name), FLOORS[name]
+        if floor is None:
+            continue
+        if cleared is None:
             checks.notes.append(f"on these pairs the variable is the answer (copying the source's answer is right "
                                 f"on {floor:.3f} of them), so the copy-source floor is the claim itself and only "
                                 f"the no-op floor applies")
-        elif evidence.iia >= floor + margin:
+        elif cleared:
             checks.passed.append(f"the {words} floor {floor:.3f}")
         else:
             checks.failed.append(f"not {margin} above the {words} floor {floor:.3f}")

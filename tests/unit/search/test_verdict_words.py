@@ -2,7 +2,8 @@
 
 from dataclasses import replace
 
-from search.verdict import Control, Evidence, judge, state_words
+from search.heatmaps import at_floor, legend
+from search.verdict import Control, Evidence, floor_checks, judge, state_words
 
 RAN = {"random_rotation": Control("ran", 0.52, 0.02), "random_model": Control("ran", 0.55),
        "full_swap": Control("ran", 0.99)}
@@ -86,3 +87,25 @@ def test_a_subspace_below_its_same_width_random_rotation_is_never_a_subspace_cla
     assert verdict.kind == "whole_site"  # carried at the site, but no subspace of it is distinguished
     below_all = judge(replace(SUBSPACE, iia=0.6, ci95=(0.55, 0.65), controls=controls))
     assert below_all.state == "not found" and below_all.kind is None
+
+
+def test_a_hatched_heatmap_cell_is_exactly_one_whose_verdict_fails_a_floor():
+    """One floor rule: the heatmaps hatch a cell iff the verdict, on the same IIA and floors, fails a floor."""
+    cases = 0
+    for iia in (0.3, 0.5, 0.54, 0.55, 0.56, 0.7, 0.79, 0.8, 0.96, 1.0):
+        for no_op in (0.0, 0.5, 0.75):
+            for copy_source in (None, 0.5, 0.74, 0.94, 0.95, 1.0):
+                for margin in (0.0, 0.05, 0.1):
+                    entry = {"mean": iia, "floor_no_op": no_op, "floor_copy_source": copy_source}
+                    verdict = judge(replace(SUBSPACE, iia=iia, ci95=(iia, iia), margin=margin,
+                                            floors={"no_op": no_op, "copy_source": copy_source or 0.0}))
+                    fails_a_floor = any("floor" in failure for failure in verdict.failed)
+                    assert at_floor(entry, margin) == fails_a_floor, entry
+                    cases += fails_a_floor
+    assert cases > 0
+    # At 0.96 above a no-op floor of 0.5: hatched under a copy-source floor of 0.94 (a rival it does not clear by
+    # 0.05), not under 0.95 (the claim itself).
+    assert at_floor({"mean": 0.96, "floor_no_op": 0.5, "floor_copy_source": 0.94}, 0.05)
+    assert not at_floor({"mean": 0.96, "floor_no_op": 0.5, "floor_copy_source": 0.95}, 0.05)
+    assert floor_checks(0.96, {"no_op": 0.5, "copy_source": 0.95}, 0.05) == {"no_op": True, "copy_source": None}
+    assert "not 0.05 above the no-op floor" in legend(0.05)

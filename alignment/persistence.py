@@ -1,10 +1,14 @@
 """Saving and loading a trained intervention: safetensors weights plus a self-describing JSON.
 
 A folder holds `intervention.safetensors` (only the intervention: rotation, boundaries,
-temperature) and `intervention.json`: what it is (kind, sizes, variables, causal model, task,
-site and positions), which model it was trained on (architecture, hidden size, a hash of the
-model config), its metrics, and the versions that made it. Loading restores the exact logits
-and refuses a model it was not trained on, saying why. Nothing is unpickled.
+temperature) and `intervention.json`, an `InterventionDescription`: the `InterventionConfig` it
+was built and trained with, its sizes, what it aligns (variables, causal model, task, site and
+positions), which model it was trained on (architecture, hidden size, a hash of the model
+config), its metrics, and the versions that made it. It is read back through the same strict
+`from_dict` as every config; a file of format version 1 (the config's fields kind,
+subspace_dim, rotation_map, log_boundary, soft_start at the top level) is read as the config it
+describes. Loading restores the exact logits and refuses a model it was not trained on, saying
+why. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -14,21 +18,27 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from alignment.config import InterventionConfig
+from alignment.config_io import ConfigError, from_dict, to_dict
 from alignment.files import atomic_write_text
 from alignment.interventions import Boundary, SubspaceSwap, build_intervention
 from causal_models.errors import UserError
+from causal_models.hypotheses import InterventionKind
 
 FORMAT = "align-search/intervention"
-VERSION = 1
+VERSION = 2
+# Format 1 kept these InterventionConfig fields at the top level; absent boundary fields meant the 2023 boundary.
+_V1_CONFIG = ("kind", "subspace_dim", "rotation_map", "log_boundary", "soft_start")
+_V1_BOUNDARY = {"log_boundary": False, "soft_start": True}
 WEIGHTS = "intervention.safetensors"
 DESCRIPTION = "intervention.json"
 _VOLATILE = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "_commit_hash"}
@@ -62,26 +72,83 @@ def versions() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class InterventionDescription:
+    """What intervention.json holds. `intervention` is the config the module was built (and trained)
+    with; the sizes, temperature and hard widths are the saved module's; the rest says what it
+    aligns, where, on which model, and how well (None or empty where the saver did not say)."""
+
+    intervention: InterventionConfig
+    hidden_size: int
+    n_variables: int
+    width: int
+    temperature: float
+    boundary_widths: tuple[int, ...]
+    task: str | None = None
+    causal_model: str | None = None
+    variables: tuple[str, ...] = ()
+    template: str | None = None
+    site: str | None = None
+    layer: int | None = None
+    position: str | None = None
+    source_position: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    format: str = FORMAT
+    version: int = VERSION
+
+    def needed(self, name: str) -> str:
+        """A context field (task, causal_model, site, position, source_position) that steering needs."""
+        value = getattr(self, name)
+        if not isinstance(value, str):
+            raise InterventionFileError(f"{DESCRIPTION} must name the intervention's {name} to steer with it, got "
+                                        f"{value!r}. Save it with its trial (align, sweep) or pass {name} when saving")
+        return value
+
+
+@dataclass(frozen=True)
 class SavedIntervention:
     intervention: SubspaceSwap
-    description: dict[str, Any]
+    description: InterventionDescription
 
 
-def save_intervention(directory: str | Path, intervention: SubspaceSwap, description: Mapping[str, Any]) -> Path:
-    """Write the weights and the description (kind and sizes are filled in from the module)."""
+def config_of(intervention: SubspaceSwap, config: InterventionConfig | None = None) -> InterventionConfig:
+    """`config` (default: the defaults) with what rebuilds `intervention`'s module read from the module:
+    its kind, rotation map, subspace size and boundary form."""
+    config = config or InterventionConfig()
+    basis, mask = intervention.basis, intervention.mask
+    subspace_dim = {"das": basis.width // intervention.n_variables, "low_rank": basis.width}.get(intervention.kind)
+    config = replace(config, kind=cast(InterventionKind, intervention.kind),
+                     rotation_map=getattr(basis, "rotation_map", config.rotation_map),
+                     subspace_dim=subspace_dim or config.subspace_dim)
+    if isinstance(mask, Boundary):
+        config = replace(config, log_boundary=mask.log_scale, soft_start=mask.soft_start)
+    return config
+
+
+def save_intervention(directory: str | Path, intervention: SubspaceSwap, context: Mapping[str, Any] | None = None,
+                      config: InterventionConfig | None = None) -> Path:
+    """Write the weights and intervention.json.
+
+    Args:
+        context: what it aligns, where and on which model: fields of InterventionDescription
+            (task, causal_model, variables, template, site, layer, position, source_position,
+            model, metrics); an unknown key is refused.
+        config: the config it was built and trained with (default: the defaults); its kind, map,
+            subspace size and boundary form are the module's either way (`config_of`).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    full = {"format": FORMAT, "version": VERSION, "kind": intervention.kind,
-            "hidden_size": intervention.hidden_size, "n_variables": intervention.n_variables,
-            "width": intervention.basis.width, "temperature": float(intervention.mask.temperature),
-            "boundary_widths": intervention.mask.sizes(), "versions": versions(),
-            **({"log_boundary": intervention.mask.log_scale, "soft_start": intervention.mask.soft_start}
-               if isinstance(intervention.mask, Boundary) else {}), **description}
+    description = from_dict(InterventionDescription, {
+        **(context or {}), "intervention": to_dict(config_of(intervention, config)),
+        "hidden_size": intervention.hidden_size, "n_variables": intervention.n_variables,
+        "width": intervention.basis.width, "temperature": float(intervention.mask.temperature),
+        "boundary_widths": intervention.mask.sizes(), "versions": versions()})
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.")
     os.close(handle)
     save_file({k: v.detach().cpu().contiguous() for k, v in intervention.state_dict().items()}, temporary)
     os.replace(temporary, directory / WEIGHTS)
-    atomic_write_text(directory / DESCRIPTION, json.dumps(full, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(directory / DESCRIPTION, json.dumps(to_dict(description), indent=2, sort_keys=True) + "\n")
     return directory
 
 
@@ -90,16 +157,14 @@ def load_intervention(directory: str | Path, model: nn.Module | None = None) -> 
     directory = Path(directory)
     if not (directory / DESCRIPTION).is_file() or not (directory / WEIGHTS).is_file():
         raise FileNotFoundError(f"an intervention folder must hold {DESCRIPTION} and {WEIGHTS}, got {str(directory)!r}")
-    description = _read_description(directory / DESCRIPTION)
+    description = read_description(directory / DESCRIPTION)
     if model is not None:
         check_model(description, model)
+    config = description.intervention
     try:
-        intervention = build_intervention(description["kind"], description["hidden_size"],
-                                          description["n_variables"], subspace_dim=description.get("subspace_dim"),
-                                          rotation_map=description.get("rotation_map", "cayley"),
-                                          # saved before these were recorded: the 2023 boundary (a share, soft start)
-                                          log_boundary=description.get("log_boundary", False),
-                                          soft_start=description.get("soft_start", True))
+        intervention = build_intervention(config.kind, description.hidden_size, description.n_variables,
+                                          subspace_dim=config.subspace_dim, rotation_map=config.rotation_map,
+                                          log_boundary=config.log_boundary, soft_start=config.soft_start)
         intervention.load_state_dict(load_file(str(directory / WEIGHTS)))
     except (KeyError, ValueError, RuntimeError, SafetensorError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -109,21 +174,35 @@ def load_intervention(directory: str | Path, model: nn.Module | None = None) -> 
     return SavedIntervention(intervention, description)
 
 
-def _read_description(path: Path) -> dict[str, Any]:
+def read_description(path: str | Path) -> InterventionDescription:
+    """The InterventionDescription in an intervention.json (format 1 or 2); strict about its keys."""
+    path = Path(path)
     try:
-        description = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InterventionFileError(f"{str(path)!r} must be the JSON align-search wrote, got a torn or foreign "
                                     f"file ({error})") from None
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
-        got = description.get("format") if isinstance(description, dict) else type(description).__name__
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InterventionFileError(f"{str(path)!r} must have format {FORMAT!r}, got {got!r}")
-    return description
+    if data.get("version", 1) == 1:
+        data = _from_version_1(data)
+    try:
+        return from_dict(InterventionDescription, data)
+    except ConfigError as error:
+        raise InterventionFileError(f"{str(path)!r} must describe an intervention align-search saved: {error}"
+                                    ) from None
 
 
-def check_model(description: Mapping[str, Any], model: nn.Module) -> None:
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 description in today's layout: its config fields gathered into `intervention`."""
+    config = {**_V1_BOUNDARY, **{k: data[k] for k in _V1_CONFIG if k in data}}
+    return {**{k: v for k, v in data.items() if k not in _V1_CONFIG}, "intervention": config, "version": VERSION}
+
+
+def check_model(description: InterventionDescription, model: nn.Module) -> None:
     """Raise InterventionMismatch naming what differs between the saved model identity and `model`."""
-    saved, actual = description.get("model", {}), model_identity(model)
+    saved, actual = description.model, model_identity(model)
     for key in ("architecture", "hidden_size", "num_hidden_layers", "config_hash"):
         if saved.get(key) is not None and saved.get(key) != actual.get(key):
             raise InterventionMismatch(

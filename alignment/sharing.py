@@ -11,12 +11,11 @@ the reason (`alignment.persistence.check_model`).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from alignment.hub import HubError, hub_id, snapshot
-from alignment.persistence import DESCRIPTION, WEIGHTS
+from alignment.persistence import DESCRIPTION, WEIGHTS, InterventionDescription, read_description
 
 HUB_PREFIX = "hf://"
 
@@ -53,16 +52,14 @@ def export_intervention(run: str | Path, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in (DESCRIPTION, WEIGHTS):
         shutil.copy(source / name, out / name)
-    description = json.loads((source / DESCRIPTION).read_text())
-    (out / "README.md").write_text(model_card(description))
+    (out / "README.md").write_text(model_card(read_description(source / DESCRIPTION)))
     return out
 
 
-def model_card(description: dict) -> str:
-    model = description.get("model", {})
-    metrics = description.get("metrics", {})
-    variables = ", ".join(description.get("variables", []))
-    first_variable = (description.get("variables") or ["VARIABLE"])[0]
+def model_card(description: InterventionDescription) -> str:
+    model, metrics = description.model, description.metrics
+    variables = ", ".join(description.variables)
+    first_variable = (description.variables or ("VARIABLE",))[0]
     rows = "\n".join(f"| {key} | {value:.3f} |" for key, value in metrics.items() if isinstance(value, (int, float)))
     return f"""---
 library_name: align-search
@@ -70,10 +67,10 @@ tags: [interpretability, causal-abstraction, boundless-das]
 ---
 # {variables} in {model.get('name')}
 
-A {description.get('kind')} intervention that aligns the variable(s) **{variables}** of the causal model
-`{description.get('causal_model')}` (task `{description.get('task')}`) with the output of `{description.get('site')}`
-at position `{description.get('position')}` (source position `{description.get('source_position')}`).
-Boundary widths: {description.get('boundary_widths')} of {description.get('width')} rotated dimensions.
+A {description.intervention.kind} intervention that aligns the variable(s) **{variables}** of the causal model
+`{description.causal_model}` (task `{description.task}`) with the output of `{description.site}`
+at position `{description.position}` (source position `{description.source_position}`).
+Boundary widths: {list(description.boundary_widths)} of {description.width} rotated dimensions.
 
 Trained on `{model.get('name')}` ({model.get('architecture')}, hidden size {model.get('hidden_size')},
 {model.get('num_hidden_layers')} layers, config hash `{model.get('config_hash')}`); loading it onto another model is

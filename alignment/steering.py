@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from alignment.hooks import capture_output, edit_output
-from alignment.persistence import SavedIntervention, load_intervention
+from alignment.persistence import InterventionDescription, SavedIntervention, load_intervention
 from alignment.prompts import PromptTable, answer_token_ids, build_prompt_table
 from alignment.sharing import resolve_shared
 from causal_models import Task, get_task
@@ -52,7 +52,7 @@ class Steer:
     value: Any = None
 
     @property
-    def description(self) -> dict[str, Any]:
+    def description(self) -> InterventionDescription:
         return self.saved.description
 
 
@@ -62,12 +62,12 @@ def load_steering(reference: str | Path, model: Any) -> SavedIntervention:
 
 
 def task_of(saved: SavedIntervention) -> Task:
-    return get_task(saved.description["task"])
+    return get_task(saved.description.needed("task"))
 
 
 def locate(saved: SavedIntervention, text: str) -> Prompt:
     """A prompt text and its named positions, read through the intervention's template."""
-    template = task_of(saved).template(saved.description.get("template"))
+    template = task_of(saved).template(saved.description.template)
     return template.locate(text)
 
 
@@ -75,9 +75,9 @@ def value_vector(model: Any, tokenizer: Any, saved: SavedIntervention, variable:
                  n: int = 256, seed: int = 0) -> Tensor:
     """(hidden,) the mean site state over `n` sampled prompts whose `variable` equals `value`."""
     task = task_of(saved)
-    causal_model = task.causal_model(saved.description["causal_model"])
+    causal_model = task.causal_model(saved.description.needed("causal_model"))
     causal_model.variable(variable)
-    template = task.template(saved.description.get("template"))
+    template = task.template(saved.description.template)
     sampler = causal_model.sample_inputs or task.sample_inputs
     rng = random.Random(seed)
     prompts: list[Prompt] = []
@@ -104,9 +104,9 @@ def site_states(model: Any, tokenizer: Any, saved: SavedIntervention, prompts: S
     description = saved.description
     table = _table(tokenizer, prompts)
     rows = torch.arange(len(prompts))
-    positions = table.token_index(description["source_position"], rows)
+    positions = table.token_index(description.needed("source_position"), rows)
     device = next(model.parameters()).device
-    with torch.no_grad(), capture_output(model, description["site"]) as captured:
+    with torch.no_grad(), capture_output(model, description.needed("site")) as captured:
         model(**_inputs(table, rows, device), use_cache=False)
     return captured[0][rows.to(device), positions.to(device)].float()
 
@@ -127,7 +127,7 @@ def steering(model: Any, tokenizer: Any, prompts: Sequence[Prompt], steers: Sequ
     """Within the block, forward passes over `table`'s prompts apply every steer at its site."""
     # Every edit (its value vectors or source states come from forward passes) is built before
     # any hook is in place, so one steer's hook never runs inside another's preparation.
-    edits = [(steer.description["site"], _edit(model, tokenizer, prompts, steer, table)) for steer in steers]
+    edits = [(steer.description.needed("site"), _edit(model, tokenizer, prompts, steer, table)) for steer in steers]
     with ExitStack() as stack:
         for site, edit in edits:
             stack.enter_context(edit_output(model, site, edit))
@@ -136,12 +136,12 @@ def steering(model: Any, tokenizer: Any, prompts: Sequence[Prompt], steers: Sequ
 
 def _edit(model: Any, tokenizer: Any, prompts: Sequence[Prompt], steer: Steer, table: PromptTable) -> Any:
     description = steer.description
-    variables = list(description["variables"])
+    variables = list(description.variables)
     if steer.variable not in variables:
         raise SteeringError(f"variable must be one of {variables} (the intervention's), got {steer.variable!r}")
     device = next(model.parameters()).device
     rows = torch.arange(len(prompts))
-    base_positions = table.token_index(description["position"], rows).to(device)
+    base_positions = table.token_index(description.needed("position"), rows).to(device)
     if steer.sources is not None:
         if len(steer.sources) != len(prompts):
             raise SteeringError(f"sources must give one prompt per steered prompt ({len(prompts)}), "
@@ -217,8 +217,8 @@ def steering_success(model: Any, tokenizer: Any, steers: Sequence[Steer], n: int
     """
     first = steers[0].saved
     task = task_of(first)
-    causal_model = task.causal_model(first.description["causal_model"])
-    template = task.template(first.description.get("template"))
+    causal_model = task.causal_model(first.description.needed("causal_model"))
+    template = task.template(first.description.template)
     fixed = {steer.variable: steer.value for steer in steers}
     if any(steer.sources is not None for steer in steers):
         raise SteeringError("steering_success measures fixed-value steers; give every steer a value")

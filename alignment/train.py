@@ -212,7 +212,8 @@ def _optimizer_step(interchange: Interchange, train_pairs: PositionedPairs, step
                 penalty = penalty + intervention_config.axis_penalty * intervention.axis_penalty()
             loss = ce + penalty
             if not torch.isfinite(loss):
-                raise TrialDiverged(f"loss became {float(loss)} at step {step + 1} (cross-entropy {float(ce)})")
+                raise TrialDiverged(f"loss became {loss.detach().item()} at step {step + 1} "
+                                    f"(cross-entropy {ce.detach().item()})")
             # every worker adds its share of the cross-entropy and 1/workers of the penalty
             mine = loss if parallel is None else share + penalty / workers
             if mine.requires_grad:
@@ -267,7 +268,8 @@ def _evaluate(interchange: Interchange, dev_pairs: PositionedPairs, answer_ids: 
         state.best_dev_iia, state.best_step = accuracy.answers, state.step
         state.best_intervention = copy.deepcopy(intervention.state_dict())
     row = {"step": state.step, "dev_iia": accuracy.answers, "dev_iia_full_vocab": accuracy.full_vocab,
-           "best_dev_iia": state.best_dev_iia, "temperature": float(intervention.mask.temperature),
+           "best_dev_iia": state.best_dev_iia, "best_step": state.best_step,
+           "temperature": float(intervention.mask.temperature),
            "mask_hard": _hard(state.step, steps, hard_step), "final": state.step == steps, **_widths(interchange)}
     state.history.append(row)
     record(row)

@@ -7,7 +7,8 @@ bootstrap 95% interval `test_iia_ci_low`/`test_iia_ci_high` and the per-pair cor
 `test_correct` ("0"/"1" per test pair, `alignment.intervals`), `test_iia_full_vocab`, the
 test pairs' floors `floor_no_op` and `floor_copy_source` (`causal_models.pairs.floors`),
 `boundary_widths` (hard dimensions per variable) of `hidden_size`, and the context needed to
-read them.
+read them. `run_trial` returns the same as a `TrialResult` (`alignment.results`), whose fields
+are these keys.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from alignment.models import LoadedModel, load_model
 from alignment.parallel import DataParallel
 from alignment.persistence import atomic_write_text, model_identity, save_intervention
 from alignment.prompts import PromptTable
+from alignment.results import TrialResult
 from alignment.sites import component_site
-from alignment.train import Report, TrainState, train
+from alignment.train import Report, TrainResult, TrainState, train
 from causal_models import Hypothesis, get_task, make_splits, to_dataset
 from causal_models.dataset import row_floors
 
@@ -123,8 +125,8 @@ def prepare_trial(config: TrialConfig, output: Path, inputs: TrialInputs,
 
 def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs | None = None,
               report: Report | None = None, resume: TrainState | None = None,
-              parallel: DataParallel | None = None) -> dict[str, Any]:
-    """Train and evaluate one hypothesis; write the outputs; return the summary.
+              parallel: DataParallel | None = None) -> TrialResult:
+    """Train and evaluate one hypothesis; write the outputs; return the result (also summary.json).
 
     With `report` (a sweep), every evaluation that improves the best dev IIA also evaluates
     the test split with that state and hands it to `report` as the row's "test_at_best"
@@ -142,7 +144,7 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
         (output / "summary.json").unlink(missing_ok=True)
         shutil.rmtree(output / "intervention", ignore_errors=True)
     if report is not None:
-        report = _with_test_at_best(report, trial, parallel, resume.best_dev_iia if resume else -1.0)
+        report = _with_test_at_best(report, trial, parallel)
     with open(output / "metrics.jsonl", "w" if resume is None else "a") as metrics:
         def record(row: dict[str, Any]) -> None:
             metrics.write(json.dumps(row) + "\n")
@@ -157,8 +159,9 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
     test = iia_fields(*correct_per_pair(interchange, trial.positioned["test"], trial.data.answer_ids,
                                          config.train.eval_batch_size, parallel))
     summary = _summary(trial, result, test, time.perf_counter() - started)
-    save_intervention(output / "intervention", interchange.intervention, _description(config, trial.loaded, summary))
-    atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+    save_intervention(output / "intervention", interchange.intervention, _description(config, summary),
+                      config.intervention)
+    atomic_write_text(output / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
 
@@ -170,16 +173,13 @@ def iia_fields(answers: Tensor, full_vocab: Tensor) -> dict[str, Any]:
             "test_correct": encode(answers.tolist())}
 
 
-def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None,
-                       best: float) -> Report:
-    """`report`, with the test split evaluated whenever the best dev IIA improves (not at the last
-    evaluation: the summary's test evaluation follows it)."""
-    seen = {"best": best}
+def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None) -> Report:
+    """`report`, with the test split evaluated whenever the best state moves to this evaluation (not at
+    the last: the summary's test evaluation follows it). The best state can move without the best dev
+    IIA rising: the first near-hard evaluation replaces a soft-phase best (`alignment.train._better`)."""
 
     def wrapped(row: dict[str, Any], snapshot: Callable[[], TrainState]) -> None:
-        improved = row["best_dev_iia"] > seen["best"]
-        seen["best"] = max(seen["best"], row["best_dev_iia"])
-        if improved and not row.get("final"):
+        if row["best_step"] == row["step"] and not row.get("final"):
             answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
                                              trial.config.train.eval_batch_size, parallel)
             row = {**row, "test_at_best": {"step": row["step"], "best_dev_iia": row["best_dev_iia"],
@@ -235,27 +235,25 @@ def _prealign(interchange: Interchange, data: TrialData, config: TrialConfig,
     return task_accuracy(interchange, rows, labels, data.answer_ids, config.train.eval_batch_size, parallel)
 
 
-def _summary(trial: PreparedTrial, result: Any, test: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _summary(trial: PreparedTrial, result: TrainResult, test: dict[str, Any], seconds: float) -> TrialResult:
     config, interchange = trial.config, trial.interchange
     examples = result.steps * config.train.batch_size * config.train.gradient_accumulation
-    return {
-        "hypothesis": hypothesis_of(config).id, "task": config.task, "causal_model": config.causal_model,
-        "variables": list(config.variables), "layer": config.layer, "site": interchange.frozen.site,
-        "component": config.component, "position": config.position,
-        "position_label": hypothesis_of(config).label, "source_position": config.source_position or config.position,
-        "intervention": config.intervention.kind, "seed": config.train.seed,
-        "prealign_accuracy": trial.prealign.answers, "prealign_accuracy_full_vocab": trial.prealign.full_vocab,
-        "best_dev_iia": result.best_dev_iia, "best_step": result.best_step, "steps": result.steps, **test,
-        "test_unchanged_share": trial.floors["no_op"], **_site_fields(trial), "cached": interchange.frozen.cached,
-        "model": model_identity(trial.loaded.model, config.model_path),
-        "seconds": round(seconds, 2), "train_examples_per_second": round(examples / max(seconds, 1e-9), 1),
-    }
+    return TrialResult(
+        hypothesis=hypothesis_of(config).id, task=config.task, causal_model=config.causal_model or "",
+        variables=config.variables, layer=config.layer, site=interchange.frozen.site,
+        component=config.component, position=config.position,
+        position_label=hypothesis_of(config).label, source_position=config.source_position or config.position,
+        intervention=config.intervention.kind, seed=config.train.seed,
+        prealign_accuracy=trial.prealign.answers, prealign_accuracy_full_vocab=trial.prealign.full_vocab,
+        best_dev_iia=result.best_dev_iia, best_step=result.best_step, steps=result.steps, **test,
+        test_unchanged_share=trial.floors["no_op"], **_site_fields(trial), cached=interchange.frozen.cached,
+        model=model_identity(trial.loaded.model, config.model_path),
+        seconds=round(seconds, 2), train_examples_per_second=round(examples / max(seconds, 1e-9), 1),
+    )
 
 
-def _description(config: TrialConfig, loaded: LoadedModel, summary: dict[str, Any]) -> dict[str, Any]:
+def _description(config: TrialConfig, summary: TrialResult) -> dict[str, Any]:
     return {"task": config.task, "causal_model": config.causal_model, "variables": list(config.variables),
-            "template": config.data.template, "site": summary["site"], "layer": config.layer,
-            "position": config.position, "source_position": summary["source_position"],
-            "subspace_dim": config.intervention.subspace_dim, "rotation_map": config.intervention.rotation_map,
-            "model": summary["model"], "metrics": {k: summary[k] for k in (
-                "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab")}}
+            "template": config.data.template, "site": summary.site, "layer": config.layer,
+            "position": config.position, "source_position": summary.source_position,
+            "model": summary.model, "metrics": summary.metrics}

@@ -20,7 +20,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 
@@ -29,6 +29,7 @@ from alignment.intervals import bootstrap_interval, encode
 from alignment.interventions import Boundary, SubspaceSwap, build_intervention
 from alignment.metrics import correct_per_pair
 from alignment.persistence import atomic_write_text
+from alignment.results import UntrainedResult
 from alignment.trial import PreparedTrial, TrialInputs, hypothesis_of, prepare_trial
 
 DRAW_SEED = 10_007  # random rotations of control draws never reuse a hypothesis's initial rotation (seed 0, 1, ...)
@@ -45,8 +46,8 @@ def fixed_width_rotation(hidden_size: int, widths: Sequence[int], seed: int) -> 
 
 
 def run_untrained(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs | None = None,
-                  widths: dict[str, int] | None = None, draws: int = 10) -> dict[str, Any]:
-    """Evaluate `config`'s intervention on the test split without training; write and return the summary.
+                  widths: dict[str, int] | None = None, draws: int = 10) -> UntrainedResult:
+    """Evaluate `config`'s intervention on the test split without training; write and return the result.
 
     Args:
         config: a trial whose intervention kind is "random_rotation" or "full_swap".
@@ -70,7 +71,7 @@ def run_untrained(config: TrialConfig, output_dir: str | Path, inputs: TrialInpu
     else:
         raise ValueError(f"an untrained control must be random_rotation or full_swap, got {config.intervention.kind!r}")
     summary = _summary(trial, [_evaluate(trial, swap) for swap in swaps], time.perf_counter() - started)
-    atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(output / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
 
@@ -83,23 +84,23 @@ def _evaluate(trial: PreparedTrial, swap: SubspaceSwap) -> tuple[list[int], floa
 
 
 def _summary(trial: PreparedTrial, results: list[tuple[list[int], float, list[int]]],
-             seconds: float) -> dict[str, Any]:
+             seconds: float) -> UntrainedResult:
     config = trial.config
     correct = [answers for answers, _, _ in results]
     scores = [sum(answers) / max(1, len(answers)) for answers in correct]
     low, high = bootstrap_interval(correct)
-    return {
-        "hypothesis": hypothesis_of(config).id, "task": config.task, "causal_model": config.causal_model,
-        "variables": list(config.variables), "layer": config.layer, "site": trial.interchange.frozen.site,
-        "position": config.position, "intervention": config.intervention.kind, "seed": config.train.seed,
-        "trained": False, "prealign_accuracy": trial.prealign.answers,
-        "test_iia": statistics.fmean(scores), "test_iia_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-        "test_iia_draws": [round(s, 4) for s in scores], "draws": len(scores),
-        "test_iia_full_vocab": statistics.fmean(full for _, full, _ in results), "n_test": len(correct[0]),
-        "test_iia_ci_low": low, "test_iia_ci_high": high,
-        "test_correct": encode(correct[0]) if len(correct) == 1 else None,
-        "boundary_widths": dict(zip(config.variables, results[0][2])),
-        "hidden_size": trial.interchange.intervention.hidden_size,
-        "floor_no_op": trial.floors["no_op"], "floor_copy_source": trial.floors["copy_source"],
-        "seconds": round(seconds, 2),
-    }
+    return UntrainedResult(
+        hypothesis=hypothesis_of(config).id, task=config.task, causal_model=config.causal_model or "",
+        variables=config.variables, layer=config.layer, site=trial.interchange.frozen.site,
+        position=config.position, intervention=config.intervention.kind, seed=config.train.seed,
+        trained=False, prealign_accuracy=trial.prealign.answers,
+        test_iia=statistics.fmean(scores), test_iia_sd=statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        test_iia_draws=tuple(round(s, 4) for s in scores), draws=len(scores),
+        test_iia_full_vocab=statistics.fmean(full for _, full, _ in results), n_test=len(correct[0]),
+        test_iia_ci_low=low, test_iia_ci_high=high,
+        test_correct=encode(correct[0]) if len(correct) == 1 else None,
+        boundary_widths=dict(zip(config.variables, results[0][2])),
+        hidden_size=trial.interchange.intervention.hidden_size,
+        floor_no_op=trial.floors["no_op"], floor_copy_source=trial.floors["copy_source"],
+        seconds=round(seconds, 2),
+    )

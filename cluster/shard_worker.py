@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from alignment.results import TrialResult
 from alignment.train import TrainState
 from alignment.trial import TrialInputs, run_trial
 from cluster.parallel import TorchDataParallel
@@ -67,7 +68,7 @@ class _RankReports:
             save_train_state(snapshot(), Path(scratch) / TRAIN_STATE)
             ray_train.report(message, checkpoint=ray_train.Checkpoint.from_directory(scratch))
 
-    def final_report(self, summary: dict[str, Any]) -> None:
+    def final_report(self, summary: TrialResult) -> None:
         """The last report: the summary, and the intervention folder as the checkpoint."""
         from ray import train as ray_train
 
@@ -76,7 +77,7 @@ class _RankReports:
             return
         with tempfile.TemporaryDirectory(prefix="align-search-final-") as scratch:
             shutil.copytree(self.folder / INTERVENTION, Path(scratch) / INTERVENTION)
-            ray_train.report({"final": True, "summary": summary, **self._news()},
+            ray_train.report({"final": True, "summary": summary.to_dict(), **self._news()},
                              checkpoint=ray_train.Checkpoint.from_directory(scratch))
 
     def _news(self) -> dict[str, Any]:
@@ -108,6 +109,5 @@ def train_worker(payload: dict[str, Any]) -> None:
         inputs = TrialInputs(loaded=sharded.loaded, splits=payload["splits"], cache_dir=None)
         summary = run_trial(config, scratch, inputs, report=reports.eval_report, resume=payload["resume"],
                             parallel=parallel)
-        summary.update(workers=parallel.world_size,
-                       parameter_share_per_worker=round(sharded.local_share(), 4))
-        reports.final_report(summary)
+        reports.final_report(dataclasses.replace(summary, workers=parallel.world_size,
+                                                 parameter_share_per_worker=round(sharded.local_share(), 4)))

@@ -55,6 +55,7 @@ from alignment.config import TrialConfig
 from alignment.hub import hub_id, local_path
 from alignment.models import ModelLoadError
 from alignment.persistence import atomic_write_text
+from alignment.results import TrialResult
 from alignment.train import Report, TrainState
 from cluster.janitor import PlacementGroupJanitor
 from cluster.shard_worker import INTERVENTION, TRAIN_STATE, load_train_state, train_worker
@@ -77,7 +78,7 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
                       resume: TrainState | None = None, *, splits: Mapping[str, Rows] | None = None,
                       use_gpu: bool = False, cpus_per_worker: float = 1.0,
                       zero_options: dict[str, Any] | None = None, storage_path: str | None = None,
-                      timeout_s: float | None = None) -> dict[str, Any]:
+                      timeout_s: float | None = None) -> TrialResult:
     """Train and evaluate one hypothesis on `workers` Ray Train workers sharing the frozen model.
 
     Args:
@@ -89,7 +90,7 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
         timeout_s: give up after this many seconds (ShardedTrialStopped); the Train run then stops at
             its next report, or when its collectives time out if a worker hangs.
     Returns:
-        The summary (also written to output_dir/summary.json).
+        The result (also written to output_dir/summary.json), with `workers` and `parameter_share_per_worker`.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -159,10 +160,10 @@ class _FitThread(threading.Thread):
 
 
 def _relay_reports(relay: _Relay, fit: _FitThread, folder: _OutputFolder, report: Report | None,
-                   timeout_s: float | None) -> dict[str, Any]:
-    """Handle each report from rank 0 in this thread until the Train run ends; return the summary."""
+                   timeout_s: float | None) -> TrialResult:
+    """Handle each report from rank 0 in this thread until the Train run ends; return the result."""
     deadline = time.monotonic() + timeout_s if timeout_s else None
-    summary: dict[str, Any] | None = None
+    summary: TrialResult | None = None
     try:
         while fit.is_alive() or not relay.empty():
             if deadline is not None and time.monotonic() > deadline:
@@ -173,7 +174,7 @@ def _relay_reports(relay: _Relay, fit: _FitThread, folder: _OutputFolder, report
             message, checkpoint = item
             folder.add(message)
             if message.get("final"):
-                summary = folder.finish(message["summary"], checkpoint)
+                summary = folder.finish(TrialResult.from_dict(message["summary"]), checkpoint)
             elif report is not None:
                 report(dict(message["row"]), _snapshot_of(checkpoint))
             relay.reply("continue")
@@ -229,12 +230,12 @@ class _OutputFolder:
             with open(self.output / "metrics.jsonl", "a") as metrics:
                 metrics.write(message["metrics_lines"])
 
-    def finish(self, summary: dict[str, Any], checkpoint: Any) -> dict[str, Any]:
+    def finish(self, summary: TrialResult, checkpoint: Any) -> TrialResult:
         with checkpoint.as_directory() as directory:
             target = self.output / INTERVENTION
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(Path(directory) / INTERVENTION, target)
-        atomic_write_text(self.output / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.output / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
         return summary
 
 

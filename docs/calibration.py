@@ -60,14 +60,14 @@ def trace(config: TrialConfig, inputs: TrialInputs) -> dict[str, Any]:
     logs = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "dev_iia" in r]
     zero = next((r["step"] for r in logs if r["min_width"] == 0), None)
-    return {"test_iia": summary["test_iia"], "best_dev_iia": summary["best_dev_iia"],
-            "best_step": summary["best_step"], "final_widths": summary["boundary_widths"],
-            "test_unchanged_share": round(summary["test_unchanged_share"], 3),
-            "prealign": summary["prealign_accuracy"], "hidden": summary["hidden_size"],
-            "mask_hard_step": mask_hard_step(summary["steps"], config.intervention), "first_zero_width_step": zero,
+    return {"test_iia": summary.test_iia, "best_dev_iia": summary.best_dev_iia,
+            "best_step": summary.best_step, "final_widths": summary.boundary_widths,
+            "test_unchanged_share": round(summary.test_unchanged_share, 3),
+            "prealign": summary.prealign_accuracy, "hidden": summary.hidden_size,
+            "mask_hard_step": mask_hard_step(summary.steps, config.intervention), "first_zero_width_step": zero,
             "widths": {r["step"]: r["widths"] for r in logs},
             "temperature": {r["step"]: round(r["temperature"], 3) for r in logs},
-            "dev_iia": {r["step"]: r["dev_iia"] for r in evals}, "seconds": summary["seconds"]}
+            "dev_iia": {r["step"]: r["dev_iia"] for r in evals}, "seconds": summary.seconds}
 
 
 def schedule(name: str, assignments: list[str]) -> tuple[InterventionConfig, TrainConfig]:
@@ -143,7 +143,7 @@ def steer(args: argparse.Namespace) -> dict[str, Any]:
         summary = run_trial(config, folder, TrialInputs(loaded=loaded))
         saved = load_steering(folder, loaded.model)
         success = steering_success(loaded.model, loaded.tokenizer, [Steer(saved, "left_boundary", value=True)], n=300)
-    return {"test_iia": summary["test_iia"], "widths": summary["boundary_widths"], "flipped": success.flipped,
+    return {"test_iia": summary.test_iia, "widths": summary.boundary_widths, "flipped": success.flipped,
             "kept": success.kept}
 
 

@@ -4,15 +4,16 @@ From Python (names load on first use, so `import search` imports neither torch n
 
     from search import load_config, run_sweep, new_folder
     config = load_config(None, ["train.max_steps=100"])     # the embedded sweep, or a TOML file
-    result = run_sweep(config, new_folder(config))          # result.report has the verdict
+    result = run_sweep(config, new_folder(config))          # result.report["verdict"]: a SweepVerdict
 
 - `SweepConfig` / `load_config(path, overrides)`: the sweep, validated (`--set` syntax for overrides).
 - `check_sweep(config)`, `new_folder(config)`, `run_sweep(config, folder)`: what `align-search sweep` does.
-- `SweepFolder(path)`: a sweep folder's files (config, trials, each trial's summary).
-- `write_report(folder)`: results.csv, heatmaps and the verdict.
+- `SweepFolder(path)`: a sweep folder's files (config, trials, each trial's result: `alignment.TrialResult`).
+- `write_report(folder)`: results.csv, heatmaps and the verdict (`search.verdict.SweepVerdict`: a `Verdict`
+  per causal model; `to_dict()` is report.json's "verdict").
 
 Reading order: config -> prepare (grid, data) -> sweep (Ray Tune) -> trainable (one trial) ->
-controls -> report; folder, store and tracking (files and MLflow); cli and the *_command modules.
+controls -> report -> verdict; folder, store and tracking (files and MLflow); cli and the *_command modules.
 """
 
 from __future__ import annotations

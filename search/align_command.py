@@ -153,8 +153,7 @@ def align(args: argparse.Namespace, announce: Callable[[str], None]) -> dict[str
     except BaseException:
         _remove_if_unstarted(out, made)
         raise
-    keys = ("hypothesis", "prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "boundary_widths")
-    return {key: summary[key] for key in keys}
+    return {"hypothesis": summary.hypothesis, **summary.metrics, "boundary_widths": summary.boundary_widths}
 
 
 def _remove_if_unstarted(out: Path, made: bool) -> None:

@@ -93,7 +93,11 @@ def plan_sweep(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec],
     if skipped or not waiting:
         return SweepPlan(len(specs), len(specs) - len(waiting), shape, 0.0 if not waiting else None,
                          skipped=skipped)
-    costs = probe(config, folder, waiting, model_path, n_layers, template)
+    try:
+        costs = probe(config, folder, waiting, model_path, n_layers, template)
+    except Exception as error:  # an estimate must never stop a sweep: its own trials report the fault
+        return SweepPlan(len(specs), len(specs) - len(waiting), shape, None,
+                         skipped=f"the probe's trial failed: {type(error).__name__}: {error}")
     seconds = sum(trial_seconds(config, s.hypothesis, costs, n_layers) for s in waiting)
     return SweepPlan(len(specs), len(specs) - len(waiting), shape, seconds / config.resources.concurrency,
                      tuple(costs))

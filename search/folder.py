@@ -20,7 +20,8 @@ opens (`ui`), reports and resumes where it is (state.json names the default stor
 along). Trials on other machines read the same folder, so on a multi-node cluster it must be
 on shared storage (NFS, EFS, a mounted bucket); see docs/scaling.md.
 
-A torn trial file (summary.json, status.json) is skipped with a warning that names it, so
+A torn trial file (summary.json, status.json), or a summary.json that is not a trial's result
+(`alignment.results`, read strictly), is skipped with a warning that names it, so
 one bad trial never hides the others; a torn sweep-level file (sweep.json, trials.json,
 state.json) stops the command with one line saying which file and how to recover.
 """
@@ -41,6 +42,7 @@ from typing import Any, Literal
 
 from alignment.config_io import ConfigError, from_dict, to_dict
 from alignment.files import atomic_write_text
+from alignment.results import TrialResult, UntrainedResult, result_of
 from causal_models import Hypothesis
 from causal_models.errors import UserError
 from search.config import ControlKind, SweepConfig
@@ -222,8 +224,18 @@ class SweepFolder:
         atomic_write_text(self.path / "state.json", json.dumps(state, indent=2) + "\n")
         return state
 
-    def summary(self, key: str) -> dict[str, Any] | None:
-        return read_trial_file(self.trial_dir(key) / "summary.json")
+    def summary(self, key: str) -> TrialResult | UntrainedResult | None:
+        """The trial's result; None when its summary.json is missing, torn or not a result (a warning says which)."""
+        path = self.trial_dir(key) / "summary.json"
+        data = read_trial_file(path)
+        if data is None:
+            return None
+        try:
+            return result_of(data)
+        except ConfigError as error:
+            log.warning("skipping %s: not a trial's result (%s); that trial counts as not run, resume re-runs it",
+                        path, error)
+            return None
 
     def status(self, key: str) -> dict[str, Any] | None:
         return read_trial_file(self.trial_dir(key) / "status.json")

@@ -9,15 +9,19 @@ component (`heatmap_<causal model>.png` for the block outputs, `..._attention.pn
 `..._mlp.png`). A long row (every token of a long prompt) wraps into stacked panels of at most
 `MAX_COLUMNS` positions, and past `MAX_PANELS` panels continues in another file (`..._part2`).
 
-A cell at or below the larger of the two floors of its hypothesis (`floor_no_op`: the share of
-pairs whose label the intervention does not change; `floor_copy_source`: the share where
-copying the source's own answer is right), when the ranking carries them, is hatched: an IIA
-that a do-nothing or copy-the-source intervention reaches says nothing about the site.
+A cell whose IIA fails the verdict's floor check is hatched (`search.verdict.floor_checks`, the
+one rule for both): not the margin above the no-op floor (`floor_no_op`: the share of pairs
+whose label the intervention does not change), or above the copy-source floor
+(`floor_copy_source`: the share where copying the source's own answer is right) unless that
+floor is the claim itself (at least 1 - NEAR_TASK: the variable is the answer). An IIA that a
+do-nothing or copy-the-source intervention nearly reaches says nothing about the site, and a
+hatched cell is exactly one the verdict would judge not found on its floors.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,14 +29,18 @@ from typing import Any
 
 from causal_models import Hypothesis
 from search.folder import SweepFolder, replacing
+from search.verdict import NEAR_TASK, floor_checks, floors_of
 
 MAX_COLUMNS = 32
 MAX_PANELS = 4
 Column = tuple[str, str | None]   # (position, source position)
 
 
-def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
-    """Draw every heatmap of the sweep in `folder` from the ranked hypotheses; return the files."""
+def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]], margin: float) -> list[Path]:
+    """Draw every heatmap of the sweep in `folder` from the ranked hypotheses; return the files.
+
+    margin: the verdict's margin over the floors (`controls.margin`); cells that fail it are hatched.
+    """
     plan = {spec.hypothesis.id: spec.hypothesis for spec in folder.read_trials() if spec.role == "hypothesis"}
     figures: dict[tuple[str, str, str, str], list[tuple[Hypothesis, dict[str, Any]]]] = defaultdict(list)
     for entry in ranked:
@@ -45,7 +53,7 @@ def heatmaps(folder: SweepFolder, ranked: list[dict[str, Any]]) -> list[Path]:
     columns = _ordered_positions(list(plan.values()))
     files: list[Path] = []
     for key, cells in sorted(figures.items()):
-        files += _draw(folder, names[key], _title(key), cells, columns)
+        files += _draw(folder, names[key], _title(key), cells, columns, margin)
     return files
 
 
@@ -81,48 +89,50 @@ def _title(key: tuple[str, str, str, str]) -> str:
 
 
 def _draw(folder: SweepFolder, stem: str, title: str, cells: list[tuple[Hypothesis, dict[str, Any]]],
-          columns: dict[Column, str]) -> list[Path]:
+          columns: dict[Column, str], margin: float) -> list[Path]:
     """One heatmap, wrapped into panels and split into files when it is long."""
     layers = sorted({hypothesis.layer for hypothesis, _ in cells})
     used = [column for column in columns if any((h.position, h.source_position) == column for h, _ in cells)]
     values = {(h.layer, (h.position, h.source_position)): entry for h, entry in cells}
+    hatched = {cell for cell, entry in values.items() if at_floor(entry, margin)}
     panels = [used[start:start + MAX_COLUMNS] for start in range(0, len(used), MAX_COLUMNS)]
     files = []
     for part, start in enumerate(range(0, len(panels), MAX_PANELS), start=1):
         path = folder.path / (f"{stem}.png" if part == 1 else f"{stem}_part{part}.png")
         heading = title if len(panels) <= MAX_PANELS else f"{title} (part {part})"
-        _save(path, heading, layers, panels[start:start + MAX_PANELS], columns, values)
+        _save(path, heading, layers, panels[start:start + MAX_PANELS], columns, values, hatched, margin)
         files.append(path)
     return files
 
 
 def _save(path: Path, title: str, layers: list[int], panels: list[list[Column]], labels: dict[Column, str],
-          values: dict[tuple[int, Column], dict[str, Any]]) -> None:
+          values: dict[tuple[int, Column], dict[str, Any]], hatched_cells: set[tuple[int, Column]],
+          margin: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     widest = max(len(panel) for panel in panels)
-    figure, axes_list = plt.subplots(len(panels), 1, squeeze=False,
-                                     figsize=(0.55 * widest + 3.0, len(panels) * (0.42 * len(layers) + 2.2)))
+    width, height = 0.55 * widest + 3.0, len(panels) * (0.42 * len(layers) + 2.2)   # inches
+    figure, axes_list = plt.subplots(len(panels), 1, squeeze=False, figsize=(width, height))
     hatched = False
     for axes, panel in zip(axes_list[:, 0], panels):
-        image, panel_hatched = _panel(axes, layers, panel, labels, values)
+        image, panel_hatched = _panel(axes, layers, panel, labels, values, hatched_cells)
         hatched |= panel_hatched
         figure.colorbar(image, ax=axes, fraction=0.04, pad=0.01)
     axes_list[0, 0].set_title(title)
-    if hatched:
-        figure.text(0.01, 0.005, "hatched: IIA at or below the larger of the no-op and copy-source floors",
-                    fontsize=8, ha="left", va="bottom")
-    figure.tight_layout(rect=(0, 0.02 if hatched else 0, 1, 1))
+    words = textwrap.wrap(legend(margin), width=int(width * 14)) if hatched else []   # ~14 characters an inch at 8 pt
+    figure.text(0.01, 0.005, "\n".join(words), fontsize=8, ha="left", va="bottom")
+    figure.tight_layout(rect=(0, (0.15 * len(words) + 0.05) / height if words else 0, 1, 1))
     with replacing(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
 
 
 def _panel(axes: Any, layers: list[int], panel: list[Column], labels: dict[Column, str],
-           values: dict[tuple[int, Column], dict[str, Any]]) -> tuple[Any, bool]:
+           values: dict[tuple[int, Column], dict[str, Any]], hatched_cells: set[tuple[int, Column]]
+           ) -> tuple[Any, bool]:
     """Draw one panel: the cells, their values, hatching at or below the floor, the axis labels."""
     from matplotlib.patches import Rectangle
 
@@ -136,7 +146,7 @@ def _panel(axes: Any, layers: list[int], panel: list[Column], labels: dict[Colum
                 continue
             axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                       color="white" if value < 0.6 else "black")
-            if value <= _floor(values[(layer, column)]):
+            if (layer, column) in hatched_cells:
                 axes.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.85",
                                          linewidth=0))
                 hatched = True
@@ -151,7 +161,12 @@ def _mean(entry: dict[str, Any] | None) -> float:
     return float(entry["mean"]) if entry is not None else math.nan
 
 
-def _floor(entry: dict[str, Any]) -> float:
-    """The larger of the entry's no-op and copy-source floors; -inf when it carries neither."""
-    floors = [float(entry[key]) for key in ("floor_no_op", "floor_copy_source") if entry.get(key) is not None]
-    return max(floors, default=-math.inf)
+def at_floor(entry: dict[str, Any], margin: float) -> bool:
+    """Whether the entry's mean IIA fails the verdict's floor check, on the same floors the verdict reads."""
+    return False in floor_checks(_mean(entry), floors_of(entry), margin).values()
+
+
+def legend(margin: float) -> str:
+    """The words under a heatmap with hatched cells."""
+    return (f"hatched: IIA not {margin:g} above the no-op floor, or above the copy-source floor (which, at "
+            f">= {1 - NEAR_TASK:g}, is the claim itself and does not apply): the verdict's floor check fails")

@@ -24,10 +24,21 @@ from typing import Any
 
 from alignment.intervals import RESAMPLES, SEED, bootstrap_interval, decode
 from alignment.persistence import atomic_write_text
+from alignment.results import TrialResult, UntrainedResult
 from causal_models import get_task
 from search.folder import SweepFolder, TrialSpec, data_name, read_jsonl
 from search.heatmaps import heatmaps
-from search.verdict import NEAR_TASK, SUBSPACE_SHARE, Control, Evidence, judge, state_words
+from search.verdict import (
+    NEAR_TASK,
+    SUBSPACE_SHARE,
+    Control,
+    Evidence,
+    SweepVerdict,
+    Verdict,
+    floors_of,
+    judge,
+    state_words,
+)
 
 COLUMNS = ("key", "hypothesis", "causal_model", "variables", "layer", "component", "position", "position_label",
            "intervention", "seed", "role", "phase", "target", "status", "stopped_by", "stopped_at_step", "error",
@@ -69,7 +80,7 @@ def _floors(stats: Path) -> dict[str, float | None]:
     return {"floor_no_op": test.get("unchanged_share"), "floor_copy_source": test.get("floor_copy_source")}
 
 
-def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any],
+def _row(spec: TrialSpec, result: TrialResult | UntrainedResult | None, status: dict[str, Any],
          best: dict[str, Any]) -> dict[str, Any]:
     hypothesis = spec.hypothesis
     row: dict[str, Any] = {"key": spec.key, "hypothesis": hypothesis.id, "causal_model": hypothesis.causal_model,
@@ -78,6 +89,7 @@ def _row(spec: TrialSpec, summary: dict[str, Any] | None, status: dict[str, Any]
                            "position_label": hypothesis.label, "intervention": hypothesis.intervention,
                            "seed": spec.seed, "role": spec.role, "phase": spec.phase, "target": spec.target,
                            "stopped_by": ""}
+    summary = result.to_dict() if result is not None else None
     scored = summary if summary is not None else best if status.get("status") == "stopped_early" else {}
     row.update({k: scored[k] for k in SCORED if k in scored})
     row.update({k: scored[k] for k in ("floor_no_op", "floor_copy_source") if k in scored})
@@ -128,7 +140,7 @@ def _interval(members: list[dict[str, Any]]) -> tuple[float | None, float | None
     return None, None
 
 
-def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> SweepVerdict:
     """For each non-control causal model: the verdict on its selected hypothesis (`search/verdict.py`)."""
     config = folder.read_config()
     task = get_task(config.task)
@@ -138,17 +150,16 @@ def verdicts(folder: SweepFolder, ranked: list[dict[str, Any]], rows: list[dict[
     swept = list(dict.fromkeys(r["causal_model"] for r in rows))  # in trial order
     best_of = {name: next((e for e in ranked if e["causal_model"] == name), None) for name in swept}
     control_models = {name: (best_of.get(name) or {}).get("mean") for name in task.controls}
-    result = {}
+    result: dict[str, Verdict] = {}
     for name in (n for n in swept if n not in task.controls):
         entry = _selected(name, ranked, rows)
         if entry is None:
             continue
         evidence = _evidence(entry, rows, task_accuracy, control_models, config.controls.margin)
-        result[name] = _verdict_entry(entry, evidence)
-    return {"task_accuracy": task_accuracy, "margin": config.controls.margin, "near_task": NEAR_TASK,
-            "subspace_share": SUBSPACE_SHARE, "ci95_method": CI_METHOD,
-            "controls": {name: value for name, value in control_models.items() if value is not None},
-            "causal_models": result}
+        result[name] = Verdict(entry["hypothesis"], entry["sd"], entry["seeds"], entry.get("dev"), evidence,
+                               judge(evidence))
+    return SweepVerdict(task_accuracy, config.controls.margin, CI_METHOD,
+                        {name: value for name, value in control_models.items() if value is not None}, result)
 
 
 def _selected(causal_model: str, ranked: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -176,8 +187,7 @@ def _evidence(entry: dict[str, Any], rows: list[dict[str, Any]], task_accuracy: 
     return Evidence(iia=entry["mean"], ci95=(low if low is not None else entry["mean"],
                                              high if high is not None else entry["mean"]),
                     task_accuracy=task_accuracy,
-                    floors={"no_op": entry.get("floor_no_op") or 0.0,
-                            "copy_source": entry.get("floor_copy_source") or 0.0},
+                    floors=floors_of(entry),
                     widths=widths, site_width=hidden // max(1, len(widths)) if hidden else 0,
                     controls=_controls_of(target["key"], rows), control_models=control_models, margin=margin)
 
@@ -198,18 +208,9 @@ def _controls_of(target: str, rows: list[dict[str, Any]]) -> dict[str, Control]:
     return controls
 
 
-def _verdict_entry(entry: dict[str, Any], evidence: Evidence) -> dict[str, Any]:
-    scored = {name: value for name, value in evidence.control_models.items() if value is not None}
-    return {"best": entry["hypothesis"], "iia": round(entry["mean"], 4), "sd": round(entry["sd"], 4),
-            "seeds": entry["seeds"], "ci95": [round(x, 4) for x in evidence.ci95], "dev_iia": entry.get("dev"),
-            "task_accuracy": evidence.task_accuracy, "floors": evidence.floors, "widths": evidence.widths,
-            "site_width": evidence.site_width, "controls": {k: c.to_dict() for k, c in evidence.controls.items()},
-            "control_causal_models": evidence.control_models,
-            "best_control": max(scored.values()) if scored else None, **judge(evidence)}
-
-
 def write_report(folder: SweepFolder) -> dict[str, Any]:
-    """Write results.csv, heatmaps and report.json/report.md; return what the CLI and MLflow need."""
+    """Write results.csv, heatmaps and report.json/report.md; return what the CLI and MLflow need
+    (report.json's data, with "verdict" as the typed `SweepVerdict`)."""
     rows = trial_rows(folder)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -218,19 +219,20 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
     atomic_write_text(folder.path / "results.csv", table.getvalue())
     ranked = aggregate(rows)
     verdict = verdicts(folder, ranked, rows)
-    images = heatmaps(folder, ranked)
+    images = heatmaps(folder, ranked, verdict.margin)
     summary = {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows),
                "stopped_early": [{"key": r["key"], "step": r["stopped_at_step"], "stopped_by": r["stopped_by"]}
                                  for r in rows if r["status"] == "stopped_early"],
                "diverged": [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "diverged"],
                "failed": [{"key": r["key"], "error": r["error"]} for r in rows if r["status"] == "failed"],
                "ranking": ranked[:20], "verdict": verdict}
-    atomic_write_text(folder.path / "report.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(folder.path / "report.json", json.dumps({**summary, "verdict": verdict.to_dict()}, indent=2)
+                      + "\n")
     atomic_write_text(folder.path / "report.md", markdown(summary))
     files = [folder.path / "results.csv", folder.path / "report.md", *images]
-    metrics = {f"best_iia.{name}": v["iia"] for name, v in verdict["causal_models"].items()}
-    metrics.update({f"best_iia.{name}": value for name, value in verdict["controls"].items()})
-    tags = {f"verdict.{name}": state_words(v)[:250] for name, v in verdict["causal_models"].items()}
+    metrics = {f"best_iia.{name}": round(v.evidence.iia, 4) for name, v in verdict.causal_models.items()}
+    metrics.update({f"best_iia.{name}": value for name, value in verdict.controls.items()})
+    tags = {f"verdict.{name}": state_words(v.judgement)[:250] for name, v in verdict.causal_models.items()}
     if ranked:
         tags["best_hypothesis"] = ranked[0]["hypothesis"]
     return {**summary, "files": files, "heatmaps": images, "parent_metrics": metrics, "parent_tags": tags}
@@ -238,25 +240,26 @@ def write_report(folder: SweepFolder) -> dict[str, Any]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """report.md: the verdicts with their evidence, the ranking, and the trials that did not run to the end."""
-    verdict = summary["verdict"]
-    lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict['task_accuracy']:.3f}. "
+    verdict: SweepVerdict = summary["verdict"]
+    lines = ["# Sweep report", "", f"Task accuracy of the model (prealign): {verdict.task_accuracy:.3f}. "
              f"A variable is *found* when the test IIA of its best hypothesis (selected on dev IIA) is within "
-             f"{NEAR_TASK} of it (or its 95% interval reaches it) and at least {verdict['margin']} above the floors "
+             f"{NEAR_TASK} of it (or its 95% interval reaches it) and at least {verdict.margin} above the floors "
              f"of its pairs, the random model and the control causal models; it is a *subspace* when the learned "
              f"width is at most {SUBSPACE_SHARE:.0%} of the site and beats a random rotation of that width by the "
              f"margin, else the *whole site*. A control that did not run makes it *unchecked*.", "",
              "| causal model | best hypothesis (by dev) | test IIA [95% CI] (sd, seeds) | dev IIA | floors no-op / "
              "copy-source | control causal models | random rotation, same width | random model (sanity) | "
              "full swap (description) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, v in verdict["causal_models"].items():
-        controls = [control_words(v["controls"].get(k)) for k in ("random_rotation", "random_model", "full_swap")]
-        lines.append(f"| {name} | `{v['best']}` | {v['iia']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] "
-                     f"({v['sd']:.3f}, {v['seeds']}) | {_cell(v['dev_iia'])} | {v['floors']['no_op']:.3f} / "
-                     f"{v['floors']['copy_source']:.3f} | {_cell(v['best_control'])} | {' | '.join(controls)} | "
-                     f"{state_words(v)} |")
-    for name, value in verdict["controls"].items():
+    for name, v in verdict.causal_models.items():
+        evidence = v.evidence
+        controls = [control_words(evidence.controls.get(k)) for k in ("random_rotation", "random_model", "full_swap")]
+        lines.append(f"| {name} | `{v.best}` | {evidence.iia:.3f} [{evidence.ci95[0]:.3f}, {evidence.ci95[1]:.3f}] "
+                     f"({v.sd:.3f}, {v.seeds}) | {_cell(v.dev_iia)} | {evidence.floors['no_op']:.3f} / "
+                     f"{evidence.floors['copy_source']:.3f} | {_cell(v.best_control)} | {' | '.join(controls)} | "
+                     f"{state_words(v.judgement)} |")
+    for name, value in verdict.controls.items():
         lines.append(f"| {name} (control) | | {value:.3f} | | | | | | | |")
-    lines += [""] + [f"- **{name}**: {v['reason']}" for name, v in verdict["causal_models"].items()]
+    lines += [""] + [f"- **{name}**: {v.judgement.reason}" for name, v in verdict.causal_models.items()]
     lines += ["", f"Trials: {summary['trials']}, finished {summary['finished']}, stopped early "
               f"{len(summary['stopped_early'])}, diverged {len(summary['diverged'])}, failed {len(summary['failed'])}.",
               "", "## Ranking (by dev IIA; test IIA reported)", "",
@@ -281,13 +284,13 @@ def _broken_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def control_words(control: dict[str, Any] | None) -> str:
+def control_words(control: Control | None) -> str:
     """A control's test IIA (± sd over draws), or how it ended."""
     if control is None:
         return "not run"
-    if control["state"] != "ran":
-        return control["state"]
-    return f"{control['iia']:.3f}" + (f" ± {control['sd']:.3f}" if control.get("sd") else "")
+    if control.state != "ran" or control.iia is None:
+        return control.state
+    return f"{control.iia:.3f}" + (f" ± {control.sd:.3f}" if control.sd else "")
 
 
 def _cell(value: float | None) -> str:

@@ -66,7 +66,7 @@ def steer(args: argparse.Namespace, announce: Callable[[str], None]) -> dict[str
     saved = [load_steering(run, loaded.model) for run in args.runs]
     steers: list[Steer] = []
     for run, item in zip(args.runs, saved):
-        variables = list(item.description["variables"])
+        variables = list(item.description.variables)
         if args.values:
             chosen = [v for v in variables if v in values]
             if not chosen:
@@ -106,14 +106,14 @@ def _apply(args: argparse.Namespace, loaded: Any, saved: list[Any], steers: list
 
 def _template(saved: Any) -> Any:
     from alignment.steering import task_of
-    return task_of(saved).template(saved.description.get("template"))
+    return task_of(saved).template(saved.description.template)
 
 
 def _check_domain(saved: Any, variable: str, value: Any) -> None:
     """A fixed value must be one the variable takes in its causal model (when the model says which)."""
     from alignment.steering import task_of
 
-    domain = task_of(saved).causal_model(saved.description["causal_model"]).variable(variable).values
+    domain = task_of(saved).causal_model(saved.description.needed("causal_model")).variable(variable).values
     if domain is not None and not isinstance(domain, range) and value not in domain:
         raise ConfigError(f"--value {variable} must be one of {sorted(domain, key=repr)}, got {value!r}")
     if isinstance(domain, range) and value not in domain:

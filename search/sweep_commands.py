@@ -13,6 +13,7 @@ from typing import Any
 from alignment.config_io import ConfigError, override, to_dict
 from search.config import SweepConfig, load_config, to_toml, with_flags
 from search.folder import SweepFolder
+from search.verdict import SweepVerdict, Verdict, state_words
 
 # Keys a resumed sweep may change: where it runs and logs, not what it computes.
 RUNTIME_KEYS = ("ray_address", "tracking.uri", "resources.concurrency", "resources.max_failures", "output_dir")
@@ -100,19 +101,17 @@ def sweep(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
 
 
 def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) -> str:
-    from search.verdict import state_words
-
-    verdict = report["verdict"]
+    verdict: SweepVerdict = report["verdict"]
     stopped = report["stopped_early"]
     by = {who: sum(s["stopped_by"] == who for s in stopped) for who in ("asha", "collapse")}
     lines = [f"sweep finished in {seconds / 60:.1f} min: {report['trials']} trials, {report['finished']} ran to the "
              f"end, {len(stopped)} stopped early (ASHA {by['asha']}, collapsed boundary {by['collapse']}), "
              f"{len(report['diverged'])} diverged, {len(report['failed'])} failed; task accuracy "
-             f"{verdict['task_accuracy']:.3f}"]
-    for name, v in verdict["causal_models"].items():
-        state = state_words(v)
-        lines += [f"  {name}: {state.upper() if v['found'] else state}", f"    {_evidence_line(v)}"]
-    for name, value in verdict["controls"].items():
+             f"{verdict.task_accuracy:.3f}"]
+    for name, v in verdict.causal_models.items():
+        state = state_words(v.judgement)
+        lines += [f"  {name}: {state.upper() if v.judgement.found else state}", f"    {_evidence_line(v)}"]
+    for name, value in verdict.controls.items():
         lines.append(f"  {name} (control): best test IIA {value:.3f}")
     lines.append(f"results: {folder.path / 'results.csv'} and {folder.path / 'report.md'} (the reasons in words)")
     lines.append(f"heatmaps: {', '.join(str(p) for p in report['heatmaps'])}")
@@ -120,15 +119,16 @@ def _closing_lines(folder: SweepFolder, report: dict[str, Any], seconds: float) 
     return "\n".join(lines)
 
 
-def _evidence_line(v: dict[str, Any]) -> str:
+def _evidence_line(v: Verdict) -> str:
     """The selected hypothesis, its test IIA with interval, its floors and each control, on one line."""
     from search.report import control_words
 
-    parts = [f"best (by dev) {v['best']}: test IIA {v['iia']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]",
-             f"floors no-op {v['floors']['no_op']:.3f}, copy-source {v['floors']['copy_source']:.3f}"]
-    parts += [f"{kind.replace('_', ' ')} {control_words(c)}" for kind, c in v["controls"].items()]
-    if v["best_control"] is not None:
-        parts.append(f"best control causal model {v['best_control']:.3f}")
+    evidence = v.evidence
+    parts = [f"best (by dev) {v.best}: test IIA {evidence.iia:.3f} [{evidence.ci95[0]:.3f}, {evidence.ci95[1]:.3f}]",
+             f"floors no-op {evidence.floors['no_op']:.3f}, copy-source {evidence.floors['copy_source']:.3f}"]
+    parts += [f"{kind.replace('_', ' ')} {control_words(c)}" for kind, c in evidence.controls.items()]
+    if v.best_control is not None:
+        parts.append(f"best control causal model {v.best_control:.3f}")
     return "; ".join(parts)
 
 
@@ -137,7 +137,7 @@ def report(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
 
     folder = _with_results(args.folder)
     result = write_report(folder)
-    return json.dumps({"verdict": result["verdict"], "stopped_early": len(result["stopped_early"]),
+    return json.dumps({"verdict": result["verdict"].to_dict(), "stopped_early": len(result["stopped_early"]),
                        "files": [str(f) for f in result["files"]]}, indent=2)
 
 

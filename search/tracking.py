@@ -152,7 +152,8 @@ class Tracker:
 
     def _upload(self, spec: TrialSpec, directory: Path, extra_tags: dict[str, str]) -> bool:
         run_id = self._run_for(spec.key, spec)
-        summary = _read_json(directory / "summary.json")
+        result = self.folder.summary(spec.key)
+        summary = result.to_dict() if result is not None else {}
         status = _read_json(directory / "status.json")
         # A stopped trial is scored like a finished one: test IIA at its best dev state (best.json).
         scored = summary or (_read_json(directory / "best.json") if status.get("status") == "stopped_early" else {})

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from alignment.models import LoadedModel, load_model, read_meta
+from alignment.results import TrialResult, UntrainedResult
 from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
 from alignment.untrained import run_untrained
@@ -64,9 +65,12 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
 
     folder = SweepFolder(params["sweep_dir"])
     key = params["trial"]
-    done = folder.summary(key) or folder.status(key)
+    done, status = folder.summary(key), folder.status(key)
     if done is not None:  # finished before an interruption: report it, do not re-run
-        tune.report({**_final(done), **_node(), "iia": done.get("best_dev_iia", 0.0), "done": True})
+        tune.report({**_final_of(done), **_node(), "done": True})
+        return
+    if status is not None:  # diverged, failed or stopped before an interruption: the same
+        tune.report({**_final(status), **_node(), "iia": status.get("best_dev_iia", 0.0), "done": True})
         return
     trial_dir = folder.trial_dir(key)
     resume = read_checkpoint(trial_dir / "checkpoint")
@@ -83,10 +87,10 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
     inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
     reporter = _reporter(tune, folder, key, _hard_reports(config, spec.hypothesis.intervention))
+    summary: TrialResult | UntrainedResult
     try:
         if spec.role in UNTRAINED:
-            target = folder.summary(spec.target or "") or folder.best(spec.target or "") or {}
-            summary = run_untrained(trial, trial_dir, inputs, target.get("boundary_widths"),
+            summary = run_untrained(trial, trial_dir, inputs, _widths_of(folder, spec.target or ""),
                                     config.controls.random_draws)
         elif config.hypotheses.shard > 1:
             from cluster.sharded import run_sharded_trial
@@ -98,7 +102,7 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
         folder.write_status(key, status="diverged", error=str(error))
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
         return
-    tune.report({**_final(summary), **_node(), "iia": summary.get("best_dev_iia", summary["test_iia"]), "done": True})
+    tune.report({**_final_of(summary), **_node(), "done": True})
 
 
 def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:
@@ -109,7 +113,21 @@ def spec_model_path(folder: SweepFolder, spec: Any, config: Any) -> str:
     return path
 
 
+def _widths_of(folder: SweepFolder, target: str) -> dict[str, int] | None:
+    """The hard widths of the trial a random rotation controls: at its end, or at its best dev state if stopped."""
+    result = folder.summary(target)
+    return result.boundary_widths if result is not None else (folder.best(target) or {}).get("boundary_widths")
+
+
+def _final_of(result: TrialResult | UntrainedResult) -> dict[str, Any]:
+    """A result's last report: its scores, and "iia" to rank by (a trained trial's best dev IIA; an
+    untrained control has only its test IIA)."""
+    iia = result.best_dev_iia if isinstance(result, TrialResult) else result.test_iia
+    return {**_final(result.to_dict()), "iia": iia}
+
+
 def _final(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scores Tune shows, from a summary.json's data or a final status.json."""
     final = {key: summary[key] for key in FINAL_KEYS if key in summary}
     if "boundary_widths" in summary:
         final["min_width"] = min(summary["boundary_widths"].values())

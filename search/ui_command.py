@@ -4,7 +4,10 @@ It serves the sweep folder's store (`mlflow.db`, wherever the folder now is) wit
 server` on 127.0.0.1, and prints the address of the sweep's saved view: its trials, best
 test IIA first, IIA columns shown (search/store.py). A port another process holds is refused
 before anything starts. The server runs in its own process group and is stopped with it,
-whatever stops `align-search ui` (Ctrl-C, SIGTERM, SIGHUP): no server is left on the port.
+whatever stops `align-search ui` (Ctrl-C, SIGTERM, SIGHUP): no server is left on the port. A
+`kill -9` of the command runs no cleanup, so a small watchdog process stops the group then: it
+holds the read end of a pipe whose write end only the command holds, and the kernel closes
+that end however the command dies.
 A sweep logged to a tracking server needs no local one: the command prints where its view is.
 """
 
@@ -28,6 +31,25 @@ from causal_models.errors import UserError
 from search.flags import PORT
 
 STARTUP_SECONDS = 180  # mlflow server's first start migrates a new store: tens of seconds on a busy machine
+GRACE_SECONDS = 10.0  # after SIGTERM, how long the server's group has to exit before SIGKILL
+# Run as `python -c WATCHDOG GROUP`: at end of input (the command is gone, however it went), stop process group
+# GROUP as _stop_group does. It ignores the signals a terminal or `kill` sends the command.
+WATCHDOG = f"""# align-search ui watchdog
+import os, signal, sys, time
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+group = int(sys.argv[1])
+sys.stdin.buffer.read()
+for sig, grace in ((signal.SIGTERM, {GRACE_SECONDS}), (signal.SIGKILL, 5.0)):
+    deadline = time.monotonic() + grace
+    try:
+        os.killpg(group, sig)
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)
+            time.sleep(0.1)
+    except ProcessLookupError:
+        break
+"""
 
 
 class UiError(UserError, RuntimeError):
@@ -94,15 +116,41 @@ def _check_port_free(host: str, port: int) -> None:
 
 @contextlib.contextmanager
 def _server(command: list[str], host: str, port: int) -> Iterator[None]:
-    """`mlflow server` in a process group of its own, answering, until the block ends; then the group is gone."""
+    """`mlflow server` in a process group of its own, answering, until the block ends; then the group is gone
+    (also when this process is killed outright: the watchdog stops it)."""
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(command, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        watchdog = _watchdog(process.pid)
         try:
             _wait_until_answering(process, host, port, log)
             yield
         finally:
-            _stop_group(process)
+            try:
+                _stop_group(process)
+            finally:
+                _dismiss(watchdog)
+
+
+def _watchdog(group: int) -> subprocess.Popen:
+    """A process, in a session of its own, that stops process group `group` once this process is gone."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(group)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except BaseException:
+        _stop_group_of(group)
+        raise
+
+
+def _dismiss(watchdog: subprocess.Popen) -> None:
+    """End the watchdog: closing its input is what it waits for (the group is already gone)."""
+    if watchdog.stdin is not None:
+        watchdog.stdin.close()
+    try:
+        watchdog.wait(timeout=GRACE_SECONDS + 10)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def _wait_until_answering(process: subprocess.Popen, host: str, port: int, log: Any) -> None:
@@ -138,19 +186,23 @@ def _stopped_by_signals() -> Iterator[None]:
 
 def _stop_group(process: subprocess.Popen) -> None:
     """SIGTERM to the server's whole process group (mlflow, uvicorn, its workers), then SIGKILL if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+    _stop_group_of(process.pid, process.poll)
+
+
+def _stop_group_of(group: int, reap: Callable[[], Any] = lambda: None) -> None:
+    for sig, grace in ((signal.SIGTERM, GRACE_SECONDS), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        if _group_gone(process, grace):
+            os.killpg(group, sig)
+        if _group_gone(group, grace, reap):
             return
 
 
-def _group_gone(process: subprocess.Popen, seconds: float) -> bool:
+def _group_gone(group: int, seconds: float, reap: Callable[[], Any]) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        process.poll()
+        reap()  # our own child stays a zombie, and its group alive, until it is reaped
         try:
-            os.killpg(process.pid, 0)
+            os.killpg(group, 0)
         except ProcessLookupError:
             return True
         time.sleep(0.1)

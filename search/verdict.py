@@ -10,7 +10,8 @@ could explain it without the claim, and says `found`, `not found` or `unchecked`
   `copy_source` (paste the source's answer). IIA must clear both by the margin. When the
   variable *is* the answer on these pairs (copying the source's answer is right on at least
   1 - NEAR_TASK of them: the planted task, the carry task), the copy-source floor is the claim
-  itself, not a rival, and only the no-op floor applies; the reason says so.
+  itself, not a rival, and only the no-op floor applies; the reason says so. `floor_checks` is
+  this rule, and the heatmaps hatch exactly the cells it fails.
 - *random model* (a sanity check): the same hypothesis trained on random weights; beat it by the margin.
 - *control causal models* of the task: the best of each; beat the best by the margin.
 - *random rotation of the same width* (untrained, several draws): decides the kind. The claim
@@ -30,13 +31,17 @@ never ran (random rotation, random model, a control causal model with no result)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 NEAR_TASK = 0.05
 SUBSPACE_SHARE = 0.5
 REQUIRED_CONTROLS = ("random_rotation", "random_model")
+FLOORS = {"no_op": "no-op", "copy_source": "copy-source"}   # the floors' names -> their words
 ControlState = Literal["ran", "failed", "diverged", "not run"]
+VerdictState = Literal["found", "not found", "unchecked"]
+Kind = Literal["subspace", "whole_site"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,66 @@ class Evidence:
     margin: float = 0.05
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """What `judge` says of one causal model: found / not found / unchecked, the kind of a found
+    alignment ("subspace" or "whole_site"), the reason in words, and the checks that failed or
+    could not be made."""
+
+    found: bool
+    state: VerdictState
+    kind: Kind | None
+    reason: str
+    failed: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict on one causal model: the selected hypothesis (`best`, chosen on dev IIA: `dev_iia`),
+    its test IIA over `seeds` seeds (the evidence's iia and ci95, and the seeds' spread `sd`), the
+    evidence the judgement read, and the judgement. `to_dict()` is its entry in report.json."""
+
+    best: str
+    sd: float
+    seeds: int
+    dev_iia: float | None
+    evidence: Evidence
+    judgement: Judgement
+
+    @property
+    def best_control(self) -> float | None:
+        """The best test IIA among the task's control causal models (None: none has a result)."""
+        return max((v for v in self.evidence.control_models.values() if v is not None), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        evidence, judgement = self.evidence, self.judgement
+        return {"best": self.best, "iia": round(evidence.iia, 4), "sd": round(self.sd, 4), "seeds": self.seeds,
+                "ci95": [round(x, 4) for x in evidence.ci95], "dev_iia": self.dev_iia,
+                "task_accuracy": evidence.task_accuracy, "floors": evidence.floors, "widths": evidence.widths,
+                "site_width": evidence.site_width, "controls": {k: c.to_dict() for k, c in evidence.controls.items()},
+                "control_causal_models": evidence.control_models, "best_control": self.best_control,
+                "found": judgement.found, "state": judgement.state, "kind": judgement.kind,
+                "reason": judgement.reason, "failed": list(judgement.failed), "unchecked": list(judgement.unchecked)}
+
+
+@dataclass(frozen=True)
+class SweepVerdict:
+    """report.json's "verdict": the task accuracy and rules the verdicts used, the control causal models'
+    best test IIA, and a `Verdict` per (non-control) causal model."""
+
+    task_accuracy: float
+    margin: float
+    ci95_method: str
+    controls: dict[str, float] = field(default_factory=dict)
+    causal_models: dict[str, Verdict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_accuracy": self.task_accuracy, "margin": self.margin, "near_task": NEAR_TASK,
+                "subspace_share": SUBSPACE_SHARE, "ci95_method": self.ci95_method, "controls": self.controls,
+                "causal_models": {name: v.to_dict() for name, v in self.causal_models.items()}}
+
+
 @dataclass
 class _Checks:
     near_task: str = ""
@@ -81,7 +146,7 @@ class _Checks:
     notes: list[str] = field(default_factory=list)
 
 
-def judge(evidence: Evidence) -> dict[str, Any]:
+def judge(evidence: Evidence) -> Judgement:
     """found / not found / unchecked, the kind of a found alignment, and the reason in words."""
     checks = _Checks()
     _task_accuracy(evidence, checks)
@@ -89,13 +154,13 @@ def judge(evidence: Evidence) -> dict[str, Any]:
     _random_model(evidence, checks)
     _control_models(evidence, checks)
     kind, words = _kind(evidence, checks)
-    state = "not found" if checks.failed else "unchecked" if checks.unchecked else "found"
+    state: VerdictState = "not found" if checks.failed else "unchecked" if checks.unchecked else "found"
     full_swap = evidence.controls.get("full_swap", Control())
     described = (f" The full swap at this site scores {full_swap.iia:.3f} (a description of what the site "
                  f"carries, not a rival)." if full_swap.iia is not None else "")
     reason = _reason(state, evidence, checks, words) + described
-    return {"found": state == "found", "state": state, "kind": kind if state == "found" else None,
-            "reason": reason, "failed": checks.failed, "unchecked": checks.unchecked}
+    return Judgement(state == "found", state, kind if state == "found" else None, reason,
+                     tuple(checks.failed), tuple(checks.unchecked))
 
 
 def _task_accuracy(evidence: Evidence, checks: _Checks) -> None:
@@ -110,15 +175,38 @@ def _task_accuracy(evidence: Evidence, checks: _Checks) -> None:
                              f"(interval up to {evidence.ci95[1]:.3f})")
 
 
+def floor_checks(iia: float, floors: Mapping[str, float], margin: float) -> dict[str, bool | None]:
+    """The floor rule, one for the verdict and the heatmaps: per floor, does `iia` clear it by `margin`?
+
+    True: cleared; False: not; None: the floor does not apply (absent, or a copy-source floor of at
+    least 1 - NEAR_TASK, which is the claim itself: on these pairs the variable is the answer).
+    """
+    checks: dict[str, bool | None] = {}
+    for name in FLOORS:
+        floor = floors.get(name)
+        if floor is None or (name == "copy_source" and floor >= 1 - NEAR_TASK):
+            checks[name] = None
+        else:
+            checks[name] = iia >= floor + margin
+    return checks
+
+
+def floors_of(entry: Mapping[str, Any]) -> dict[str, float]:
+    """The floors of a ranked hypothesis (`floor_no_op`, `floor_copy_source`), one not computed as 0.0."""
+    return {name: float(entry.get(f"floor_{name}") or 0.0) for name in FLOORS}
+
+
 def _floors(evidence: Evidence, checks: _Checks) -> None:
     margin = evidence.margin
-    for name, words in (("no_op", "no-op"), ("copy_source", "copy-source")):
-        floor = evidence.floors[name]
-        if name == "copy_source" and floor >= 1 - NEAR_TASK:
+    for name, cleared in floor_checks(evidence.iia, evidence.floors, margin).items():
+        floor, words = evidence.floors.get(name), FLOORS[name]
+        if floor is None:
+            continue
+        if cleared is None:
             checks.notes.append(f"on these pairs the variable is the answer (copying the source's answer is right "
                                 f"on {floor:.3f} of them), so the copy-source floor is the claim itself and only "
                                 f"the no-op floor applies")
-        elif evidence.iia >= floor + margin:
+        elif cleared:
             checks.passed.append(f"the {words} floor {floor:.3f}")
         else:
             checks.failed.append(f"not {margin} above the {words} floor {floor:.3f}")
@@ -153,7 +241,7 @@ def _control_models(evidence: Evidence, checks: _Checks) -> None:
         checks.failed.append(f"not {evidence.margin} above control causal model {best} {scored[best]:.3f}")
 
 
-def _kind(evidence: Evidence, checks: _Checks) -> tuple[str | None, str]:
+def _kind(evidence: Evidence, checks: _Checks) -> tuple[Kind | None, str]:
     """("subspace" | "whole_site" | None, words): the learned width and the same-width random rotation."""
     control = evidence.controls.get("random_rotation", Control())
     if control.state != "ran" or control.iia is None:
@@ -196,12 +284,12 @@ def _join(*phrases: str) -> str:
     return "; ".join(p for p in phrases if p) or "not compared with anything"
 
 
-def state_words(verdict: dict[str, Any]) -> str:
+def state_words(verdict: Judgement) -> str:
     """One causal model's verdict in a few words (report.md, the sweep's closing lines, MLflow tags)."""
-    if verdict["found"]:
-        return f"found ({verdict['kind'].replace('_', ' ')})"
-    reasons = verdict["failed"] if verdict["state"] == "not found" else verdict["unchecked"]
-    return f"{verdict['state']} ({'; '.join(reasons)})"
+    if verdict.found:
+        return f"found ({(verdict.kind or '').replace('_', ' ')})"
+    reasons = verdict.failed if verdict.state == "not found" else verdict.unchecked
+    return f"{verdict.state} ({'; '.join(reasons)})"
 
 
 def _round(value: float | None) -> float | None:

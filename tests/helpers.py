@@ -8,7 +8,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from transformers import (
@@ -23,6 +23,8 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+
+from alignment.results import TrialResult, UntrainedResult
 
 T = TypeVar("T")
 
@@ -149,3 +151,34 @@ def no_process_left_behind(seconds: float = 60):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not survivors, f"processes {sorted(survivors)} started by the test outlived it by {seconds} s"
+
+
+def _scores(test_iia: float, n_test: int = 100) -> dict[str, Any]:
+    """A test IIA with per-pair correctness and an interval that agree with it."""
+    ones = round(test_iia * n_test)
+    return {"test_iia": test_iia, "test_iia_full_vocab": test_iia, "n_test": n_test,
+            "test_correct": "1" * ones + "0" * (n_test - ones), "test_iia_ci_low": max(0.0, test_iia - 0.05),
+            "test_iia_ci_high": min(1.0, test_iia + 0.05)}
+
+
+_SITE = {"hypothesis": "left_boundary@L1:last:boundless", "task": "price_tagging", "causal_model": "left_boundary",
+         "variables": ("left_boundary",), "layer": 1, "site": "transformer.h.1", "position": "last", "seed": 0,
+         "prealign_accuracy": 1.0, "boundary_widths": {"left_boundary": 4}, "hidden_size": 64, "floor_no_op": 0.5,
+         "floor_copy_source": 0.25, "seconds": 1.0}
+
+
+def trial_summary(**fields: Any) -> dict[str, Any]:
+    """A trained trial's summary.json data (a `TrialResult`): plausible values, `fields` over them."""
+    values = {**_SITE, "component": "block", "position_label": "last", "source_position": "last",
+              "intervention": "boundless", "prealign_accuracy_full_vocab": 1.0, "best_dev_iia": 0.9, "best_step": 100,
+              "steps": 100, **_scores(fields.get("test_iia", 0.9)), "test_unchanged_share": 0.5, "cached": True,
+              "model": {"name": "tiny"}, "train_examples_per_second": 100.0, **fields}
+    return TrialResult(**values).to_dict()
+
+
+def control_summary(**fields: Any) -> dict[str, Any]:
+    """An untrained control's summary.json data (an `UntrainedResult`): plausible values, `fields` over them."""
+    test_iia = fields.get("test_iia", 0.5)
+    values = {**_SITE, "intervention": "random_rotation", "trained": False, **_scores(test_iia), "test_iia_sd": 0.0,
+              "test_iia_draws": (test_iia,), "draws": 1, **fields}
+    return UntrainedResult(**values).to_dict()

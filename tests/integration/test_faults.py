@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from alignment.results import TrialResult
 from search.cli import main
 from tests.integration.conftest import ROOT, cli_process, kill_group, planted_sweep_args, wait_for
 
@@ -81,8 +82,8 @@ def test_killed_worker_resumes_from_its_checkpoint_and_a_failing_trial_is_record
     evaluated = [row["step"] for row in map(json.loads, (healthy / "metrics.jsonl").read_text().splitlines())
                  if "dev_iia" in row]
     assert evaluated == list(range(10, 401, 10)), "an evaluation is missing or written twice"
-    summary = json.loads((healthy / "summary.json").read_text())
-    assert summary["steps"] == 400 and summary["test_iia"] >= 0.95
+    summary = TrialResult.read(healthy / "summary.json")
+    assert summary.steps == 400 and summary.test_iia >= 0.95
 
     rows = rows_of(folder)
     assert set(rows) == {"planted:in_set@L1:last:das#s0", failing_key}
@@ -309,12 +310,14 @@ def overflowing_model(planted_model, tmp_path_factory) -> Path:
     return out
 
 
-def test_an_infinite_loss_is_reported_as_diverged(overflowing_model, tmp_path):
+def test_an_infinite_loss_is_reported_as_diverged(overflowing_model, tmp_path, capsys):
     folder = tmp_path / "sweep"
     assert main(planted_sweep_args(overflowing_model, folder, "--scheduler", "fifo", "--set", "controls.top_k=0",
                                    "--set", 'hypotheses.causal_models=["planted"]', "--set", 'hypotheses.layers="1"',
                                    "--set", 'hypotheses.positions=["last"]')) == 0
+    # the plan line's probe trial diverges too: it says so and the sweep goes on to report the trial itself
+    assert "time not estimated (the probe's trial failed: TrialDiverged: loss became inf" in capsys.readouterr().out
     row, = rows_of(folder).values()
-    assert row["status"] == "diverged" and "loss became inf at step 1" in row["stop_reason"], row
+    assert row["status"] == "diverged" and "loss became inf at step 1" in row["error"], row
     report = json.loads((folder / "report.json").read_text())
     assert [d["key"] for d in report["diverged"]] == [row["key"]]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import pytest
 
+from alignment.results import TrialResult
 from search.cli import main
 from tests.integration.conftest import planted_sweep_args
 from tests.integration.test_sweep import runs_of
@@ -42,5 +42,5 @@ def test_every_token_and_component_sweep_reports_components_and_token_labels(pla
     _, children = runs_of(folder)
     params = {run.data.params["position"]: run.data.params for run in children}
     assert params["-1"]["position_label"] == "-1 '='" and {"component"} <= set(params["-1"])
-    summary = json.loads(next(folder.glob("trials/*L1.mlp.-1=equals_sign*/summary.json")).read_text())
-    assert summary["site"] == "transformer.h.1.mlp" and summary["cached"] is True
+    summary = TrialResult.read(next(folder.glob("trials/*L1.mlp.-1=equals_sign*/summary.json")))
+    assert summary.site == "transformer.h.1.mlp" and summary.cached is True

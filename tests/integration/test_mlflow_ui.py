@@ -6,6 +6,7 @@ import contextlib
 import csv
 import html
 import json
+import os
 import re
 import shutil
 import signal
@@ -112,23 +113,57 @@ def _key(children: dict[str, str], run_id: str) -> str:
     return next(key for key, run in children.items() if run == run_id)
 
 
-def test_killing_align_search_ui_leaves_no_server_behind(tmp_path):
+@contextlib.contextmanager
+def serving_ui(tmp_path: Path):
+    """(the `align-search ui` process, its port, its log, the server's process group) of a UI over an empty
+    sweep, once it listens; stopped as a user stops it afterwards, and its server's group killed if left."""
     folder = SweepFolder(tmp_path / "sweep")
     folder.path.mkdir()
     folder.write_config(default_config())
     port, log = free_port(), tmp_path / "ui.log"
     ui = cli_process(["ui", str(folder.path), "--port", str(port)], log)
+    group = None
     try:
         wait_for(lambda: listening(port), 240, f"the UI listening on port {port}", log)
         servers = [pid for pid in _pids() if f"--port {port}" in _cmdline(pid) and pid != ui.pid]
         assert servers, "the mlflow server process was not found"
-        ui.send_signal(signal.SIGTERM)  # the command itself, as `kill PID` does: not its process group
-        assert ui.wait(timeout=60) == 0, log.read_text()[-2000:]
-        wait_for(lambda: not listening(port) and not any(_alive(pid) for pid in servers), 30,
-                 "the MLflow server gone from the port", log)
-        assert "MLflow UI stopped" in log.read_text()
+        group = os.getpgid(servers[0])
+        yield ui, port, log, group
     finally:
         stop_ui(ui)
+        if group is not None:  # a session of its own: once the ui is killed, nothing of the ui's reaches it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def test_killing_align_search_ui_leaves_no_server_behind(tmp_path):
+    with serving_ui(tmp_path) as (ui, port, log, group):
+        members = [pid for pid in _pids() if _group_of(pid) == group]  # mlflow, uvicorn and its workers
+        ui.send_signal(signal.SIGTERM)  # the command itself, as `kill PID` does: not its process group
+        assert ui.wait(timeout=60) == 0, log.read_text()[-2000:]
+        wait_for(lambda: not listening(port) and not any(_alive(pid) for pid in members), 30,
+                 "the MLflow server gone from the port", log)
+        assert "MLflow UI stopped" in log.read_text()
+
+
+def test_kill_9_of_align_search_ui_leaves_no_server_behind(tmp_path):
+    """SIGKILL runs no cleanup in the command: its watchdog stops the server's whole process group, then exits."""
+    with serving_ui(tmp_path) as (ui, port, log, group):
+        members = [pid for pid in _pids() if _group_of(pid) == group]
+        watchdogs = [pid for pid in _pids() if "align-search ui watchdog" in _cmdline(pid)
+                     and _cmdline(pid).split()[-1] == str(group)]
+        assert len(watchdogs) == 1, "the UI's watchdog was not found"
+        ui.send_signal(signal.SIGKILL)  # the command alone, which can clean nothing up
+        assert ui.wait(timeout=60) == -signal.SIGKILL
+        wait_for(lambda: not listening(port) and not any(_alive(pid) for pid in members + watchdogs), 60,
+                 "the MLflow server's group and the watchdog gone", log)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _pids() -> list[int]:

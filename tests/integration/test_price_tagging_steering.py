@@ -42,7 +42,7 @@ def boundaries(tmp_path_factory):
                                            eval_every=100, threads=1),
                              data=DataConfig(n_train=2000, n_dev=200, n_test=400, max_unchanged=0.5))
         summary = run_trial(config, folder / variable)
-        assert summary["test_iia"] >= 0.7, (variable, summary["test_iia"])
+        assert summary.test_iia >= 0.7, (variable, summary.test_iia)
         runs[variable] = folder / variable
     return load_model(str(shipped_model_path("price_tagging"))), runs
 

@@ -128,8 +128,8 @@ def test_the_documented_smollm2_sweeps_plan_on_the_converted_model(converted, ca
     commands = [" ".join(block.replace("\\\n", " ").split()) for block in re.findall(
         r"^(align-search sweep docs/smollm2-ioi\.toml.*?)(?<!\\)\n", (root / "docs" / "smollm2-ioi.md").read_text(),
         re.M | re.S)]
-    # 2 causal models x 4 layers x 3 positions; then the full swap at layers 18-24, last token
-    for command, trials in zip(commands, (24, 14), strict=True):
+    # 2 causal models x 4 layers x 3 positions; its two best sites; then the full swap at layers 18-24, last token
+    for command, trials in zip(commands, (24, 4, 14), strict=True):
         argv = shlex.split(command)[1:] + ["--set", f'model_path="{converted}"', "--plan"]
         assert main(argv) == 0, capsys.readouterr().err[-2000:]
         out = capsys.readouterr().out

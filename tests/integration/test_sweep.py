@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from alignment.results import TrialResult
 from search.cli import main
 from search.verdict import Control, Evidence, judge
 from tests.integration.conftest import cli_process, kill_group, planted_sweep_args, wait_for
@@ -71,7 +72,7 @@ def test_sweep_writes_results_heatmaps_and_mlflow_runs(planted_model, tmp_path, 
                                task_accuracy=verdict["task_accuracy"], widths={"in_set": 1}, site_width=32,
                                floors={"no_op": filler["floor_no_op"], "copy_source": filler["floor_copy_source"]},
                                controls={k: Control("ran", c["iia"], c["sd"]) for k, c in verdict["controls"].items()}))
-    assert at_filler["state"] == "not found" and "no-op floor" in " ".join(at_filler["failed"])
+    assert at_filler.state == "not found" and "no-op floor" in " ".join(at_filler.failed)
     parents, children = runs_of(folder)
     assert len(parents) == 1 and len(children) == 13
     for run in children:
@@ -170,5 +171,5 @@ def test_a_sharded_sweep_runs_its_trials_on_two_workers(planted_model, tmp_path)
                               "--set", 'hypotheses.layers="1"', "--set", "controls.top_k=0",
                               "--set", "resources.concurrency=1", "--set", "train.eval_every=30")
     assert main(args) == 0
-    summary = json.loads(next(folder.glob("trials/*/summary.json")).read_text())
-    assert summary["workers"] == 2 and summary["test_iia"] >= 0.9
+    summary = TrialResult.read(next(folder.glob("trials/*/summary.json")))
+    assert summary.workers == 2 and summary.test_iia >= 0.9

@@ -8,6 +8,7 @@ import pytest
 
 from alignment.config import DataConfig, InterventionConfig, TrainConfig, TrialConfig
 from alignment.models import LoadedModel
+from alignment.results import TrialResult
 from alignment.taskmodels import TaskModelConfig, train_task_model
 from alignment.trial import TrialInputs, run_trial
 from tests.planted_task import planted_task
@@ -28,5 +29,6 @@ def aligned(tmp_path_factory):
                          train=TrainConfig(batch_size=32, max_steps=80, lr=1e-2, eval_every=40),
                          data=DataConfig(n_train=300, n_dev=100, n_test=100, max_unchanged=0.5))
     summary = run_trial(config, folder / "run", TrialInputs(LoadedModel(result.model, result.tokenizer, "m")))
-    assert summary["test_iia"] >= 0.95
+    assert summary.test_iia >= 0.95
+    assert TrialResult.read(folder / "run" / "summary.json") == summary  # the file is the result, field for field
     return result, folder

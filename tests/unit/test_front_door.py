@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from alignment import TrialResult
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,9 +21,9 @@ def test_the_readme_python_block_runs_as_written(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     summary, saved = namespace["summary"], namespace["saved"]
-    assert summary["prealign_accuracy"] > 0.9 and 0.0 <= summary["test_iia"] <= 1.0
-    assert saved.description["variables"] == ["left_boundary"]
-    assert (tmp_path / "runs" / "left_boundary-L0" / "summary.json").is_file()
+    assert summary.prealign_accuracy > 0.9 and 0.0 <= summary.test_iia <= 1.0
+    assert saved.description.variables == ("left_boundary",)
+    assert TrialResult.read(tmp_path / "runs" / "left_boundary-L0" / "summary.json") == summary
 
 
 def test_the_packages_name_what_a_notebook_needs():
@@ -29,7 +31,7 @@ def test_the_packages_name_what_a_notebook_needs():
     import search
 
     for name in ("TrialConfig", "InterventionConfig", "TrainConfig", "DataConfig", "run_trial", "load_model",
-                 "build_intervention", "save_intervention", "load_intervention", "build_interchange"):
+                 "build_intervention", "save_intervention", "load_intervention", "build_interchange", "TrialResult"):
         assert callable(getattr(alignment, name)), name
     for name in ("SweepConfig", "load_config", "run_sweep", "SweepFolder", "new_folder", "check_sweep"):
         assert callable(getattr(search, name)), name

@@ -36,7 +36,7 @@ def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_
                                 zero_options={"stage3_param_persistence_threshold": 0},
                                 report=lambda row, snapshot: reported.append((row, snapshot().step)))
 
-    assert sharded["workers"] == 2 and sharded["parameter_share_per_worker"] == pytest.approx(0.5, abs=0.01)
+    assert sharded.workers == 2 and sharded.parameter_share_per_worker == pytest.approx(0.5, abs=0.01)
     plain_rows, sharded_rows = rows(tmp_path / "plain"), rows(tmp_path / "sharded")
     assert [sorted(r) for r in plain_rows] == [sorted(r) for r in sharded_rows]
     losses = [(p["loss"], s["loss"]) for p, s in zip(plain_rows, sharded_rows, strict=True) if "loss" in p]
@@ -44,11 +44,11 @@ def test_sharded_trial_matches_the_unsharded_trial(local_ray, saved_models, tmp_
     for expected, got in losses:
         assert got == pytest.approx(expected, rel=1e-4)
     for key in ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab"):
-        assert sharded[key] == pytest.approx(plain[key], abs=0.01)
+        assert getattr(sharded, key) == pytest.approx(getattr(plain, key), abs=0.01)
     assert [(row["step"], step) for row, step in reported] == [(3, 3), (6, 6)]
     assert sorted(p.name for p in (tmp_path / "sharded").iterdir()) == sorted(
         p.name for p in (tmp_path / "plain").iterdir())
-    assert set(plain) <= set(sharded)
+    assert set(plain.to_dict()) <= set(sharded.to_dict())
     assert json.loads((tmp_path / "sharded" / "config.json").read_text())["layer"] == 1
 
 
@@ -64,7 +64,7 @@ def test_a_sharded_trial_resumed_from_its_report_ends_where_the_straight_run_end
     resumed = run_sharded_trial(config, tmp_path / "resumed", workers=2, zero_options=options, timeout_s=400,
                                 resume=states[3])
     for key in ("best_dev_iia", "best_step", "test_iia", "boundary_widths"):
-        assert resumed[key] == straight[key]
+        assert getattr(resumed, key) == getattr(straight, key)
     straight_rows = rows(tmp_path / "straight")
     resumed_rows = rows(tmp_path / "resumed")  # steps 4-6 only, as run_trial appends after a resume
     assert [r["step"] for r in resumed_rows if "loss" in r] == [4, 5, 6]

@@ -41,11 +41,11 @@ def iia(planted, tmp_path, layer, position):
 
 def test_das_finds_the_planted_variable_and_not_a_wrong_position(planted, tmp_path):
     right = iia(planted, tmp_path, 1, "last")
-    assert right["prealign_accuracy"] == 1.0
-    assert right["test_iia"] >= 0.95
+    assert right.prealign_accuracy == 1.0
+    assert right.test_iia >= 0.95
     for layer in (0, 1):
         wrong = iia(planted, tmp_path, layer, "filler")
         # Nothing the answer depends on can be swapped at a filler: the model keeps its base
         # answer, which is right on the unchanged half of the pairs only.
-        assert abs(wrong["test_iia"] - wrong["test_unchanged_share"]) <= 0.05
-        assert wrong["test_iia"] <= 0.6
+        assert abs(wrong.test_iia - wrong.test_unchanged_share) <= 0.05
+        assert wrong.test_iia <= 0.6

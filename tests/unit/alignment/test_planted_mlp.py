@@ -118,11 +118,11 @@ def trial(planted_mlp, tmp_path, monkeypatch, layer, component, dims=1):
 
 def test_a_variable_planted_at_an_mlp_output_is_found_there_only(planted_mlp, tmp_path, monkeypatch):
     at_mlp = trial(planted_mlp, tmp_path, monkeypatch, 1, "mlp")
-    assert at_mlp["prealign_accuracy"] == 1.0 and at_mlp["site"] == "transformer.h.1.mlp"
-    assert at_mlp["test_iia"] >= 0.95
+    assert at_mlp.prealign_accuracy == 1.0 and at_mlp.site == "transformer.h.1.mlp"
+    assert at_mlp.test_iia >= 0.95
     # The key's three bits arrive at the last position through layer 1's attention: swapping them carries the XOR.
     # (One direction does not: ln_2 rescales a vector whose v1 - v2 and v1 + v2 parts come from different keys.)
-    assert trial(planted_mlp, tmp_path, monkeypatch, 1, "attention", dims=3)["test_iia"] >= 0.95
+    assert trial(planted_mlp, tmp_path, monkeypatch, 1, "attention", dims=3).test_iia >= 0.95
     # After layer 0 the last position holds its own filler only: swapping it leaves every base answer.
     below = trial(planted_mlp, tmp_path, monkeypatch, 0, "block")
-    assert below["test_iia"] == pytest.approx(below["floor_no_op"], abs=1e-9)
+    assert below.test_iia == pytest.approx(below.floor_no_op, abs=1e-9)

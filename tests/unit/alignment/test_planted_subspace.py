@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 
 from alignment.config import InterventionConfig, TrialConfig
+from alignment.results import TrialResult
 from alignment.trial import TrialInputs, run_trial
 from search.config import SweepConfig
 from tests.planted_subspace import RIGHT_SITE, WRONG_SITE, planted_subspace_model
@@ -23,7 +24,7 @@ SWEEP = SweepConfig()
 
 
 def planted_trial(k: int, d: int, site: tuple[int, str], folder, steps: int | None = None,
-                  intervention: InterventionConfig = SWEEP.intervention) -> dict:
+                  intervention: InterventionConfig = SWEEP.intervention) -> TrialResult:
     layer, position = site
     config = TrialConfig(model_path="planted", task=f"tests.planted_subspace:K{k}", layer=layer, position=position,
                          intervention=intervention, data=SWEEP.data,
@@ -35,18 +36,18 @@ def planted_trial(k: int, d: int, site: tuple[int, str], folder, steps: int | No
                                     pytest.param(768, 1, marks=pytest.mark.slow)])  # ~25 s each at 768
 def test_boundless_das_recovers_a_variable_planted_in_k_of_d_dimensions(d, k, tmp_path):
     summary = planted_trial(k, d, RIGHT_SITE, tmp_path)
-    assert summary["prealign_accuracy"] == 1.0
-    assert summary["test_iia"] >= 0.95
-    assert k <= summary["boundary_widths"]["value"] <= 2 * k + 1, summary["boundary_widths"]
+    assert summary.prealign_accuracy == 1.0
+    assert summary.test_iia >= 0.95
+    assert k <= summary.boundary_widths["value"] <= 2 * k + 1, summary.boundary_widths
 
 
 @pytest.mark.parametrize(("d", "k"), [(64, 1), (64, 4)])
 def test_at_a_site_without_the_variable_iia_stays_at_the_floor(d, k, tmp_path):
     summary = planted_trial(k, d, WRONG_SITE, tmp_path)
-    assert abs(summary["test_iia"] - summary["test_unchanged_share"]) <= 0.05
+    assert abs(summary.test_iia - summary.test_unchanged_share) <= 0.05
 
 
 def test_a_full_swap_at_the_right_site_is_wrong_on_most_pairs(tmp_path):
     """The site also carries the offset, which decides the answer: the subspace claim is not the full swap's."""
     summary = planted_trial(4, 64, RIGHT_SITE, tmp_path, steps=1, intervention=InterventionConfig(kind="full_swap"))
-    assert summary["test_iia"] <= 0.5
+    assert summary.test_iia <= 0.5

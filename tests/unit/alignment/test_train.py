@@ -150,3 +150,36 @@ def test_the_best_state_is_one_trained_under_a_near_hard_mask(tiny_price):
     assert [row["mask_hard"] for row in result.history] == [step >= hard_step for step in range(1, 11)]
     best_hard = max(row["dev_iia"] for row in result.history if row["mask_hard"])
     assert result.best_step >= hard_step and result.best_dev_iia == best_hard
+
+
+def test_each_evaluation_says_where_the_best_state_is(tiny_price):
+    """`best_step` in every evaluation row; the first near-hard evaluation always takes the best state."""
+    interchange, pairs = interchange_for(tiny_price, 0, "last")
+    result = train(interchange, pairs, pairs, torch.tensor([0, 1]), InterventionConfig(),
+                   TrainConfig(batch_size=4, max_steps=10, eval_every=1))
+    first_hard = next(row for row in result.history if row["mask_hard"])
+    assert first_hard["best_step"] == first_hard["step"]
+    assert result.history[-1]["best_step"] == result.best_step
+
+
+def test_a_stopped_trial_is_scored_at_the_best_state_even_when_the_best_dev_iia_fell(monkeypatch):
+    """The first near-hard evaluation replaces a better soft-phase state: best.json must follow it, or a trial
+    stopped there is scored (test IIA, widths) at a state the verdict's rule no longer counts as its best."""
+    from types import SimpleNamespace
+
+    import alignment.trial as trial_module
+
+    monkeypatch.setattr(trial_module, "correct_per_pair",
+                        lambda *args: (torch.tensor([True, False]), torch.tensor([True, False])))
+    mask = SimpleNamespace(sizes=lambda: [3])
+    trial = SimpleNamespace(interchange=SimpleNamespace(intervention=SimpleNamespace(mask=mask, hidden_size=8)),
+                            positioned={"test": None}, data=SimpleNamespace(answer_ids=None),
+                            config=SimpleNamespace(variables=("v",), train=SimpleNamespace(eval_batch_size=2)),
+                            floors={"no_op": 0.5})
+    seen = []
+    report = trial_module._with_test_at_best(lambda row, snapshot: seen.append(row), trial, None)
+    for step, dev, best_dev, best_step in ((1, 0.6, 0.6, 1), (2, 0.5, 0.5, 2), (3, 0.4, 0.5, 2), (4, 0.55, 0.55, 4)):
+        report({"step": step, "dev_iia": dev, "best_dev_iia": best_dev, "best_step": best_step, "final": False},
+               lambda: None)
+    assert [row["test_at_best"]["step"] for row in seen if "test_at_best" in row] == [1, 2, 4]
+    assert seen[1]["test_at_best"]["boundary_widths"] == {"v": 3}

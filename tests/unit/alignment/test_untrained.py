@@ -3,6 +3,7 @@
 import pytest
 
 from alignment.config import DataConfig, InterventionConfig, TrainConfig, TrialConfig
+from alignment.results import UntrainedResult
 from alignment.trial import TrialInputs
 from alignment.untrained import fixed_width_rotation, run_untrained
 
@@ -26,9 +27,12 @@ def test_a_random_rotation_of_the_whole_block_is_the_full_swap_and_width_zero_ch
     full = control(tiny_price, tmp_path, "full_swap")
     whole = control(tiny_price, tmp_path / "whole", "random_rotation", {"left_boundary": hidden})
     none = control(tiny_price, tmp_path / "none", "random_rotation", {"left_boundary": 0})
-    assert full["draws"] == 1 and len(full["test_correct"]) == 80
-    assert whole["test_iia_draws"] == [full["test_iia"]] * 3 and whole["boundary_widths"] == {"left_boundary": hidden}
+    assert full.draws == 1 and full.test_correct is not None and len(full.test_correct) == 80
+    assert whole.test_iia_draws == (full.test_iia,) * 3 and whole.boundary_widths == {"left_boundary": hidden}
     # Width 0 leaves the base alone: every draw is the same no-op score, so the spread is 0.
-    assert len(set(none["test_iia_draws"])) == 1 and none["test_iia_sd"] == 0.0
-    assert none["test_iia_ci_low"] <= none["test_iia"] <= none["test_iia_ci_high"]
-    assert none["trained"] is False and 0.0 <= none["floor_no_op"] <= 1.0
+    assert len(set(none.test_iia_draws)) == 1 and none.test_iia_sd == 0.0
+    assert none.test_iia_ci_low <= none.test_iia <= none.test_iia_ci_high
+    assert none.trained is False and 0.0 <= none.floor_no_op <= 1.0
+    # What it wrote is what it returned, read back through the strict type (three draws: no single correctness).
+    assert UntrainedResult.read(tmp_path / "none" / "random_rotation" / "summary.json") == none
+    assert none.to_dict()["test_correct"] is None

@@ -8,11 +8,16 @@ from causal_models import get_task, sample_pairs
 DOC = Path(__file__).resolve().parents[3] / "docs" / "your-own-task.md"
 
 
+def write_documented_task(directory: Path) -> Path:
+    """The doc's task file, carry_task.py, written as the doc shows it into `directory`."""
+    path = directory / "carry_task.py"
+    path.write_text(re.search(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL).group(1))
+    return path
+
+
 def test_the_documented_task_runs_and_is_short(tmp_path):
-    code = re.search(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL).group(1)
-    assert len([line for line in code.splitlines() if line.strip()]) < 60
-    path = tmp_path / "carry_task.py"
-    path.write_text(code)
+    path = write_documented_task(tmp_path)
+    assert len([line for line in path.read_text().splitlines() if line.strip()]) < 60
     task = get_task(f"{path}:CARRY")
     pairs = sample_pairs(task.causal_model(), ["carry"], 100, seed=0)
     assert pairs.stats.label_shares == {"False": 0.5, "True": 0.5}
@@ -26,9 +31,7 @@ def test_the_documented_task_gets_held_out_pairs_at_the_sweep_default_sizes(tmp_
     with training, because some inputs are reserved for them before training is sampled."""
     from causal_models import make_splits
 
-    code = re.search(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL).group(1)
-    (tmp_path / "carry_task.py").write_text(code)
-    task = get_task(f"{tmp_path / 'carry_task.py'}:CARRY")
+    task = get_task(f"{write_documented_task(tmp_path)}:CARRY")
     splits = make_splits(task, "carry", ["carry"], {"train": 2000, "dev": 200, "test": 400}, 0, max_unchanged=0.5)
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [2000, 200, 400]
     reserved = splits["test"].stats.reserved_inputs

@@ -19,6 +19,7 @@ from causal_models import Hypothesis
 from search.cli import _finite, main
 from search.config import load_config
 from search.folder import SweepFolder, TrialSpec
+from tests.helpers import trial_summary
 from tests.unit.search.cli_run import PLANTED, align_args, sweep_args, user_error
 
 SHIPPED = Path(__file__).resolve().parents[3] / "alignment" / "task_models"
@@ -54,8 +55,7 @@ def finished_sweep(path: Path, model: Path) -> SweepFolder:
     folder.write_trials(specs)
     for spec, iia in zip(specs, (0.95, 0.5)):
         folder.trial_dir(spec.key).mkdir(parents=True)
-        summary = {"prealign_accuracy": 1.0, "best_dev_iia": iia, "test_iia": iia, "test_iia_full_vocab": iia,
-                   "test_unchanged_share": 0.5, "boundary_widths": {"in_set": 3}, "seconds": 1.0}
+        summary = trial_summary(best_dev_iia=iia, test_iia=iia, test_iia_full_vocab=iia, boundary_widths={"in_set": 3})
         (folder.trial_dir(spec.key) / "summary.json").write_text(json.dumps(summary))
     folder.update_state(attempts=1)
     return folder

@@ -1,8 +1,6 @@
 """The full grid before it runs and after: every token and component planned with token labels, the plan line,
 and heatmaps per causal model and component that wrap long rows and hatch cells at the floor."""
 
-import math
-
 import pytest
 from PIL import Image
 
@@ -77,17 +75,21 @@ def test_heatmaps_split_by_component_wrap_long_rows_label_tokens_and_hatch_floor
                **({"floor_no_op": 0.5, "floor_copy_source": 0.4} if s.hypothesis.component == "mlp" else {})}
               for s in specs]
     drawn = []
-    monkeypatch.setattr(heatmaps_module, "_save", lambda path, title, layers, panels, labels, values:
-                        drawn.append((path.name, title, layers, panels, labels, values)))
-    files = heatmaps(folder, ranked)
+    monkeypatch.setattr(heatmaps_module, "_save", lambda path, title, layers, panels, labels, values, hatched, margin:
+                        drawn.append((path.name, title, layers, panels, labels, values, hatched)))
+    files = heatmaps(folder, ranked, 0.05)
     assert [f.name for f in files] == ["heatmap_planted.png", "heatmap_planted_part2.png", "heatmap_planted_mlp.png",
                                        "heatmap_planted_mlp_part2.png"]
-    name, title, layers, panels, labels, values = drawn[0]
+    name, title, layers, panels, labels, values, hatched = drawn[0]
     assert layers == [0, 1] and len(panels) == MAX_PANELS and all(len(p) == MAX_COLUMNS for p in panels)
     assert labels[panels[0][0]] == f"{offsets[0]} 't{-offsets[0]}'"   # token labels, in token order
     assert "block outputs" in title and "MLP outputs" in drawn[2][1]
     assert panels[0][0] == (str(offsets[0]), None) and drawn[1][3][-1][-1] == ("key+last", None)
     monkeypatch.undo()
-    for path in heatmaps(folder, ranked):
+    # Block cells carry no floors (read as 0.0, like the verdict): none is hatched. MLP cells: layer 0 sits on
+    # its no-op floor 0.5 and is hatched; layer 1 (0.9) clears both floors by the margin.
+    assert hatched == set()
+    mlp_hatched = drawn[2][6]
+    assert mlp_hatched and {layer for layer, _ in mlp_hatched} == {0} and len(mlp_hatched) == len(offsets)
+    for path in heatmaps(folder, ranked, 0.05):
         assert Image.open(path).size[0] > 0
-    assert heatmaps_module._floor(ranked[-2]) == 0.5 and heatmaps_module._floor({"mean": 1.0}) == -math.inf

@@ -9,7 +9,8 @@ import pytest
 from causal_models import Hypothesis
 from search.config import default_config
 from search.folder import SweepFolder, TrialSpec, data_name
-from search.report import COLUMNS, write_report
+from search.report import COLUMNS, trial_rows, write_report
+from tests.helpers import control_summary, trial_summary
 
 TEST_PAIRS = 200
 
@@ -22,7 +23,12 @@ def correct(share: float, seed: int) -> str:
 def scored(test: str, dev: float, widths: int = 4) -> dict:
     return {"prealign_accuracy": 1.0, "best_dev_iia": dev, "best_step": 300, "test_iia": test.count("1") / len(test),
             "test_iia_full_vocab": 0.9, "test_correct": test, "test_iia_ci_low": 0.0, "test_iia_ci_high": 1.0,
-            "boundary_widths": {"left_boundary": widths}, "hidden_size": 64}
+            "boundary_widths": {"left_boundary": widths}, "hidden_size": 64, "n_test": len(test)}
+
+
+def untrained(test: str, **fields) -> dict:
+    """An untrained control's scores (no dev IIA: it never trained)."""
+    return {**{k: v for k, v in scored(test, 0.0).items() if k not in ("best_dev_iia", "best_step")}, **fields}
 
 
 @pytest.fixture
@@ -43,14 +49,15 @@ def sweep(tmp_path):
              TrialSpec(l0, 1, "controls"): ("summary", scored(correct(0.96, 3), 0.95)),
              TrialSpec(l0, 2, "controls"): ("summary", scored(correct(0.98, 4), 0.97)),
              TrialSpec(l0, 0, "controls", "random_rotation", grid.key): (
-                 "summary", {**scored(correct(0.5, 5), None), "test_iia_sd": 0.02, "draws": 10}),
-             TrialSpec(l0, 0, "controls", "full_swap", grid.key): ("summary", scored(correct(0.99, 6), None)),
+                 "control", untrained(correct(0.5, 5), test_iia_sd=0.02, draws=10)),
+             TrialSpec(l0, 0, "controls", "full_swap", grid.key): ("control", untrained(correct(0.99, 6))),
              TrialSpec(l0, 0, "controls", "random_model", grid.key): ("failed", {})}
     folder.write_trials(list(specs))
     for spec, (kind, values) in specs.items():
         folder.trial_dir(spec.key).mkdir(parents=True)
-        if kind == "summary":
-            (folder.trial_dir(spec.key) / "summary.json").write_text(json.dumps(values))
+        if kind in ("summary", "control"):
+            summary = trial_summary(**values) if kind == "summary" else control_summary(**values)
+            (folder.trial_dir(spec.key) / "summary.json").write_text(json.dumps(summary))
         elif kind == "stopped":
             folder.write_best(spec.key, values)
             folder.write_status(spec.key, status="stopped_early", stopped_by="asha", step=100, best_dev_iia=0.7)
@@ -86,7 +93,9 @@ def test_every_trial_is_scored_on_test_and_hypotheses_are_ranked_on_dev(sweep):
 
 def test_a_failed_control_leaves_the_verdict_unchecked_with_its_evidence(sweep):
     folder, _ = sweep
-    verdict = write_report(folder)["verdict"]["causal_models"]["left_boundary"]
+    typed = write_report(folder)["verdict"].causal_models["left_boundary"]
+    verdict = json.loads((folder.path / "report.json").read_text())["verdict"]["causal_models"]["left_boundary"]
+    assert typed.to_dict() == verdict and typed.judgement.state == "unchecked"
     assert verdict["best"] == "left_boundary@L0:last:boundless" and verdict["seeds"] == 3
     assert (verdict["found"], verdict["state"], verdict["kind"]) == (False, "unchecked", None)
     assert verdict["controls"]["random_model"]["state"] == "failed"
@@ -102,18 +111,18 @@ def test_with_every_control_run_the_same_sweep_is_found_as_a_subspace(sweep):
     folder, grid = sweep
     control = f"{grid.key}~random_model"
     (folder.trial_dir(control) / "status.json").unlink()
-    (folder.trial_dir(control) / "summary.json").write_text(json.dumps(scored(correct(0.6, 7), 0.6)))
-    verdict = write_report(folder)["verdict"]["causal_models"]["left_boundary"]
-    assert (verdict["found"], verdict["kind"]) == (True, "subspace"), verdict["reason"]
-    assert verdict["control_causal_models"] == {"mid_point_distance": pytest.approx(0.55, abs=0.06),
+    (folder.trial_dir(control) / "summary.json").write_text(json.dumps(trial_summary(**scored(correct(0.6, 7), 0.6))))
+    verdict = write_report(folder)["verdict"].causal_models["left_boundary"]
+    assert (verdict.judgement.found, verdict.judgement.kind) == (True, "subspace"), verdict.judgement.reason
+    assert verdict.evidence.control_models == {"mid_point_distance": pytest.approx(0.55, abs=0.06),
                                                 "bracket_identity": pytest.approx(0.5, abs=0.06)}
 
 
 def test_a_control_causal_model_left_out_of_the_sweep_is_a_missing_control(sweep):
     folder, _ = sweep
     folder.write_trials([s for s in folder.read_trials() if s.hypothesis.causal_model != "bracket_identity"])
-    verdict = write_report(folder)["verdict"]["causal_models"]["left_boundary"]
-    assert "control causal model bracket_identity has no result" in " ".join(verdict["unchecked"])
+    verdict = write_report(folder)["verdict"].causal_models["left_boundary"]
+    assert "control causal model bracket_identity has no result" in " ".join(verdict.judgement.unchecked)
 
 
 def test_the_verdict_stays_on_the_hypothesis_whose_controls_ran(sweep):
@@ -124,4 +133,14 @@ def test_the_verdict_stays_on_the_hypothesis_whose_controls_ran(sweep):
     folder.write_best(stopped, scored(correct(0.99, 1), 0.99))
     report = write_report(folder)
     assert report["ranking"][0]["hypothesis"] == "left_boundary@L1:last:boundless"
-    assert report["verdict"]["causal_models"]["left_boundary"]["best"] == "left_boundary@L0:last:boundless"
+    assert report["verdict"].causal_models["left_boundary"].best == "left_boundary@L0:last:boundless"
+
+
+def test_a_summary_that_is_not_a_trials_result_is_skipped_with_a_warning(sweep, caplog):
+    """summary.json is read back strictly (`alignment.results`): one that is not a result counts as not run."""
+    folder, grid = sweep
+    path = folder.trial_dir(grid.key) / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "best_dev_iia": "high"}))
+    rows = {row["key"]: row for row in trial_rows(folder)}
+    assert rows[grid.key]["status"] == "pending" and rows[grid.key].get("test_iia") is None
+    assert f"skipping {path}: not a trial's result (best_dev_iia must be float, got 'high'" in caplog.text

@@ -155,8 +155,9 @@ class FrozenSite:
             positions: (B, G) the padded token indices `edit` changes (default: the last token).
         """
         positions = self._positions(rows, positions)
-        if self.suffix_reason is None:
-            return self._suffix_logits(rows, edit, positions, int(positions.min()))
+        start = int(positions.min())
+        if self.suffix_reason is None and start > 0:  # at the first token there is no prefix to keep
+            return self._suffix_logits(rows, edit, positions, start)
         if self.decoder is None:
             return self.plain_logits(rows, edit, positions)
         states = self.hidden(rows)

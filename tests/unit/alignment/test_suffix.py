@@ -90,6 +90,15 @@ def test_suffix_path_at_a_group_of_tokens(price_tokenizer, family, component, po
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_an_edit_at_the_first_token_runs_every_token(price_tokenizer, family):
+    """No prefix to keep (the longest prompt's first token is edited): every token runs, as the plain path."""
+    interchange, pairs = suffix_interchange(price_tokenizer, family, 0, "block", "0+last", None)
+    assert int(pairs.base_positions.min()) == 0
+    assert tokens_seen_above(interchange, pairs) == interchange.frozen.table.seq_len
+    assert_suffix_equals_plain(interchange, pairs)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_rows_past_the_key_value_budget_are_recomputed(price_tokenizer, family):
     # A budget of a few rows: the first ones are kept, the others recomputed at every step, in the same batch.
     interchange, pairs = suffix_interchange(price_tokenizer, family, 0, "block", kv_budget_mb=0.1)

@@ -99,7 +99,26 @@ class PromptTable:
 
 def build_prompt_table(tokenizer: object, texts: Sequence[str], positions: Sequence[Mapping[str, int]],
                        names: Sequence[str]) -> PromptTable:
-    """Tokenize `texts` (with special tokens) and locate each named position's character offset."""
+    """Tokenize `texts` (with special tokens) and locate each named position's character offset.
+
+    The last table built in this process is kept: the trials of a sweep that a worker runs one
+    after another all build the sweep's one table (`TrialInputs.table_prompts`), and tokenizing
+    it again was the largest fixed cost of a trial on a small model (benchmarks/README.md). A
+    table is never modified after it is built, so the trials share it.
+    """
+    key = (list(texts), [dict(p) for p in positions], list(names))
+    if _LAST_TABLE and _LAST_TABLE[0] is tokenizer and _LAST_TABLE[1] == key:
+        return _LAST_TABLE[2]
+    table = _tokenize(tokenizer, texts, positions, names)
+    _LAST_TABLE[:] = [tokenizer, key, table]
+    return table
+
+
+_LAST_TABLE: list = []  # [tokenizer, (texts, positions, names), PromptTable] of the last build_prompt_table
+
+
+def _tokenize(tokenizer: object, texts: Sequence[str], positions: Sequence[Mapping[str, int]],
+              names: Sequence[str]) -> PromptTable:
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerError(f"the model's tokenizer must be a fast one (with offset mapping), got "
                              f"{type(tokenizer).__name__}. Save a tokenizer.json with the model")

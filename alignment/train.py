@@ -43,6 +43,7 @@ from alignment.config import InterventionConfig, TrainConfig
 from alignment.interchange import Interchange, PositionedPairs
 from alignment.metrics import interchange_accuracy
 from alignment.parallel import DataParallel
+from alignment.timing import phase
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any], Callable[[], "TrainState"]], None]
@@ -167,8 +168,9 @@ def train(interchange: Interchange, train_pairs: PositionedPairs, dev_pairs: Pos
     hard_step = mask_hard_step(steps, intervention_config) if intervention.mask.annealed else 0
     for step in range(state.step, steps):
         intervention.set_temperature(temperature_at(step, steps, intervention_config, intervention.mask.block))
-        losses = _optimizer_step(interchange, train_pairs, step, batches_per_epoch, config, intervention_config,
-                                 optimizer, parallel, penalty_weight_at(step, steps, intervention_config))
+        with phase("step"):
+            losses = _optimizer_step(interchange, train_pairs, step, batches_per_epoch, config, intervention_config,
+                                     optimizer, parallel, penalty_weight_at(step, steps, intervention_config))
         scheduler.step()
         state.step = step + 1
         if state.step % config.log_every == 0 or state.step == steps:
@@ -262,7 +264,8 @@ def _evaluate(interchange: Interchange, dev_pairs: PositionedPairs, answer_ids: 
               record: Callable[[dict[str, Any]], None], report: Report | None,
               parallel: DataParallel | None = None) -> None:
     """Dev IIA now; keep the state if it is the best so far (`_better`)."""
-    accuracy = interchange_accuracy(interchange, dev_pairs, answer_ids, config.eval_batch_size, parallel)
+    with phase("dev_eval"):
+        accuracy = interchange_accuracy(interchange, dev_pairs, answer_ids, config.eval_batch_size, parallel)
     intervention = interchange.intervention
     if _better(accuracy.answers, state.step, state, steps, hard_step):
         state.best_dev_iia, state.best_step = accuracy.answers, state.step

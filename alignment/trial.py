@@ -39,6 +39,7 @@ from alignment.persistence import atomic_write_text, model_identity, save_interv
 from alignment.prompts import PromptTable
 from alignment.results import TrialResult
 from alignment.sites import component_site
+from alignment.timing import phase
 from alignment.train import Report, TrainResult, TrainState, train
 from causal_models import Hypothesis, get_task, make_splits, to_dataset
 from causal_models.dataset import row_floors
@@ -106,19 +107,23 @@ def prepare_trial(config: TrialConfig, output: Path, inputs: TrialInputs,
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     torch.manual_seed(config.train.seed)
-    loaded = inputs.loaded or load_model(config.model_path, config.train.bf16, config.trust_remote_code,
-                                         device=config.train.device)
+    with phase("model"):
+        loaded = inputs.loaded or load_model(config.model_path, config.train.bf16, config.trust_remote_code,
+                                             device=config.train.device)
     config = resolve(config, loaded)
-    splits = inputs.splits or build_splits(config)
-    task = get_task(config.task)
-    answers = sorted(set(task.template(config.data.template).answers.values()))
-    data = build_trial_data(loaded.tokenizer, splits, config.variables, answers, inputs.table_prompts)
-    interchange = build_interchange(config, loaded.model, data.table, inputs.cache_dir)
-    positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
+    with phase("data"):
+        splits = inputs.splits or build_splits(config)
+        task = get_task(config.task)
+        answers = sorted(set(task.template(config.data.template).answers.values()))
+        data = build_trial_data(loaded.tokenizer, splits, config.variables, answers, inputs.table_prompts)
+    with phase("site"):
+        interchange = build_interchange(config, loaded.model, data.table, inputs.cache_dir)
+        positioned = {name: interchange.locate(pairs) for name, pairs in data.splits.items()}
     # Everything is checked (positions included) before the first write: bad input changes no file.
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
-    prealign = _prealign(interchange, data, config, parallel)
+    with phase("prealign"):
+        prealign = _prealign(interchange, data, config, parallel)
     log.info("prealign accuracy %.3f (task accuracy of the un-intervened model)", prealign.answers)
     return PreparedTrial(config, loaded, data, interchange, positioned, prealign, row_floors(splits["test"]))
 
@@ -156,12 +161,14 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
                        config.intervention, config.train, record=record, report=report, resume=resume,
                        parallel=parallel)
     interchange.intervention.load_state_dict(result.best_intervention)
-    test = iia_fields(*correct_per_pair(interchange, trial.positioned["test"], trial.data.answer_ids,
-                                         config.train.eval_batch_size, parallel))
+    with phase("test_eval"):
+        test = iia_fields(*correct_per_pair(interchange, trial.positioned["test"], trial.data.answer_ids,
+                                             config.train.eval_batch_size, parallel))
     summary = _summary(trial, result, test, time.perf_counter() - started)
-    save_intervention(output / "intervention", interchange.intervention, _description(config, summary),
-                      config.intervention)
-    atomic_write_text(output / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    with phase("save"):
+        save_intervention(output / "intervention", interchange.intervention, _description(config, summary),
+                          config.intervention)
+        atomic_write_text(output / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
 
@@ -180,8 +187,9 @@ def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParal
 
     def wrapped(row: dict[str, Any], snapshot: Callable[[], TrainState]) -> None:
         if row["best_step"] == row["step"] and not row.get("final"):
-            answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
-                                             trial.config.train.eval_batch_size, parallel)
+            with phase("test_eval"):
+                answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
+                                                 trial.config.train.eval_batch_size, parallel)
             row = {**row, "test_at_best": {"step": row["step"], "best_dev_iia": row["best_dev_iia"],
                                            **iia_fields(answers, full), **_site_fields(trial)}}
         report(row, snapshot)

@@ -9,10 +9,12 @@
       cache/              hidden states per layer (memory-mapped .npy, shared by trials)
       trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json,
                           checkpoint/, attempts.jsonl (one line per attempt: pid, node, step it resumed from),
-                          best.json (test IIA and widths at the best dev state so far: a stopped trial's score)
+                          best.json (test IIA and widths at the best dev state so far: a stopped trial's score),
+                          timings.json (its last attempt's seconds by phase: model, data, site, step, dev_eval, ...)
       ray/                Ray Tune's experiment state (for --resume)
       mlflow.db           the default MLflow store; mlartifacts/ its artifacts
       results.csv, heatmap_<causal model>.png, report.md
+      timings.json        the driver's seconds by phase: prepare, plan, ray_start, grid, controls, report, ...
 
 Every path is found from the folder itself, never stored: a moved or copied sweep folder
 opens (`ui`), reports and resumes where it is (state.json names the default store

@@ -149,7 +149,7 @@ def sweep_prompts(folder: SweepFolder, model_path: str, config: SweepConfig) -> 
     if is_gguf(model_path) and not _uses_offsets(config):
         return None
     tokenizer = load_tokenizer(model_path)
-    prompts = load_prompts(folder)
+    prompts = load_prompts(folder.prompts_file)
     names = sorted({name for _, positions in prompts for name in positions})
     return build_prompt_table(tokenizer, [text for text, _ in prompts], [p for _, p in prompts], names), tokenizer
 
@@ -235,5 +235,6 @@ def load_rows(directory: Path) -> dict[str, list[dict[str, Any]]]:
     return {split: list(datasets.load_from_disk(str(directory / split))) for split in SPLITS}
 
 
-def load_prompts(folder: SweepFolder) -> list[tuple[str, dict[str, int]]]:
-    return [(text, position) for text, position in json.loads(folder.prompts_file.read_text())]
+def load_prompts(path: Path) -> list[tuple[str, dict[str, int]]]:
+    """The sweep's prompt list (`SweepFolder.prompts_file`): every prompt of every trial, with its positions."""
+    return [(text, position) for text, position in json.loads(path.read_text())]

@@ -28,12 +28,13 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alignment.config_io import ConfigError, to_dict
+from alignment.timing import TIMINGS, Phases, phase, recording
 from cluster.ray_cluster import ClusterStatus, NodeStatus, check_fits
 from search.config import SweepConfig
 from search.controls import plan_controls
@@ -166,18 +167,31 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
     from search.report import write_report
 
     started = time.perf_counter()
-    specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
-    tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
-    announce(plan_line(config, folder, specs))
-    tracker.start_parent(to_dict(config))
-    tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
-    _run_tune(config, folder, specs, tracker, "grid")
-    controls = plan_controls(config, folder)
-    if controls:
-        _run_tune(config, folder, controls, tracker, "controls")
-    _upload_missing(folder, tracker)
-    report = write_report(folder)
-    tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
+    phases = Phases()
+    with recording(phases):
+        with phase("prepare"):
+            specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
+        with phase("tracking"):
+            tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
+        with phase("plan"), recording(Phases()):  # the probe trial's own phases are not the driver's
+            announce(plan_line(config, folder, specs))
+        with phase("tracking"):
+            tracker.start_parent(to_dict(config))
+            tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
+        with _ray(config):  # one Ray for both Tune runs: started once, its start reported apart
+            with phase("grid"):
+                _run_tune(config, folder, specs, tracker, "grid")
+            controls = plan_controls(config, folder)
+            if controls:
+                with phase("controls"):
+                    _run_tune(config, folder, controls, tracker, "controls")
+        with phase("tracking"):
+            _upload_missing(folder, tracker)
+        with phase("report"):
+            report = write_report(folder)
+        with phase("tracking"):
+            tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
+    phases.write(folder.path / TIMINGS)
     return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
                        None if tracker.available else tracker.uri)
 
@@ -202,13 +216,11 @@ def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
 def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker,
               phase: str) -> None:
     """One Tune run over `specs`: the grid (config's scheduler, collapse rule) or the controls (FIFO, no stopper)."""
-    import ray
     from ray import tune
 
     from search.trainable import run_sweep_trial
     from search.tune_parts import SweepCallback, early_stopping, tune_config
 
-    started_ray = _init_ray(config)
     callback: SweepCallback | None = None
     try:
         resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu, **config.resources.custom}
@@ -233,8 +245,6 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
     finally:
         if callback is not None:  # queued MLflow calls finish even when Tune stops with an error
             callback.stop_mirror()
-        if started_ray:
-            ray.shutdown()
 
 
 def _write_error(error: BaseException) -> OSError | None:
@@ -247,6 +257,21 @@ def _write_error(error: BaseException) -> OSError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+@contextlib.contextmanager
+def _ray(config: SweepConfig) -> Iterator[None]:
+    """Ray for the block: started (or joined) on entry and shut down on exit, if this process started it."""
+    import ray
+
+    with phase("ray_start"):
+        started = _init_ray(config)
+    try:
+        yield
+    finally:
+        if started:
+            with phase("ray_stop"):
+                ray.shutdown()
 
 
 def _init_ray(config: SweepConfig) -> bool:

@@ -26,14 +26,17 @@ Train job of N workers sharing the model through DeepSpeed ZeRO-3 (`cluster.shar
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from alignment.models import LoadedModel, load_model, read_meta
 from alignment.results import TrialResult, UntrainedResult
+from alignment.timing import TIMINGS, Phases, phase, recording
 from alignment.train import TrainState, TrialDiverged
 from alignment.trial import TrialInputs, run_trial
 from alignment.untrained import run_untrained
@@ -54,6 +57,23 @@ def _model(path: str, bf16: bool, device: str | None) -> LoadedModel:
     return _MODELS[(path, bf16)]
 
 
+# A worker runs many trials of one sweep: their pairs and the sweep's prompt list, written once
+# before any trial (search/prepare.py), are read once per worker, and again only if rewritten.
+def _stamped(path: Path) -> tuple[str, int]:
+    """(path, its modification time in ns; -1 if missing): a cache key that changes when the file does."""
+    return str(path), path.stat().st_mtime_ns if path.exists() else -1
+
+
+@functools.lru_cache(maxsize=8)
+def _rows(done: str, stamp: int) -> dict[str, list[dict[str, Any]]]:
+    return load_rows(Path(done).parent)
+
+
+@functools.lru_cache(maxsize=1)
+def _prompts(path: str, stamp: int) -> list[tuple[str, dict[str, int]]]:
+    return load_prompts(Path(path))
+
+
 def _node() -> dict[str, str]:
     import ray
     return {"node_id": ray.get_runtime_context().get_node_id(), "pid": str(os.getpid())}
@@ -72,21 +92,31 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
     if status is not None:  # diverged, failed or stopped before an interruption: the same
         tune.report({**_final(status), **_node(), "iia": status.get("best_dev_iia", 0.0), "done": True})
         return
+    phases = Phases()
+    with recording(phases):
+        _run(tune, folder, key, phases)
+
+
+def _run(tune: Any, folder: SweepFolder, key: str, phases: Phases) -> None:
+    """The trial itself, its phases timed into `phases` (written as the trial folder's timings.json)."""
     trial_dir = folder.trial_dir(key)
-    resume = read_checkpoint(trial_dir / "checkpoint")
-    folder.record_attempt(key, **_node(), resumed_from_step=resume.step if resume else 0)
-    config = folder.read_config()
-    spec = folder.trial(key)
+    with phase("inputs"):
+        resume = read_checkpoint(trial_dir / "checkpoint")
+        folder.record_attempt(key, **_node(), resumed_from_step=resume.step if resume else 0)
+        config = folder.read_config()
+        spec = folder.trial(key)
     model_path = spec_model_path(folder, spec, config)
     cpus = max(1, int(config.resources.cpu))
     torch.set_num_threads(config.train.threads or cpus)
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
-    loaded = _model(model_path, config.train.bf16, device) if config.hypotheses.shard == 1 else None
-    template = template_name(config, loaded.meta if loaded else read_meta(model_path))
-    trial = trial_config(config, spec, model_path, template)
-    rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
-    inputs = TrialInputs(loaded, rows, str(folder.cache_dir), load_prompts(folder))
-    reporter = _reporter(tune, folder, key, _hard_reports(config, spec.hypothesis.intervention))
+    with phase("model"):
+        loaded = _model(model_path, config.train.bf16, device) if config.hypotheses.shard == 1 else None
+    with phase("inputs"):
+        template = template_name(config, loaded.meta if loaded else read_meta(model_path))
+        trial = trial_config(config, spec, model_path, template)
+        rows = _rows(*_stamped(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables) / "done"))
+        inputs = TrialInputs(loaded, rows, str(folder.cache_dir), _prompts(*_stamped(folder.prompts_file)))
+    reporter = _reporter(tune, folder, key, _hard_reports(config, spec.hypothesis.intervention), phases)
     summary: TrialResult | UntrainedResult
     try:
         if spec.role in UNTRAINED:
@@ -100,8 +130,10 @@ def run_sweep_trial(params: dict[str, Any]) -> None:
             summary = run_trial(trial, trial_dir, inputs, report=reporter, resume=resume)
     except TrialDiverged as error:
         folder.write_status(key, status="diverged", error=str(error))
+        phases.write(trial_dir / TIMINGS)
         tune.report({"iia": 0.0, "status": "diverged", "done": True, **_node()})
         return
+    phases.write(trial_dir / TIMINGS)
     tune.report({**_final_of(summary), **_node(), "done": True})
 
 
@@ -146,15 +178,19 @@ def _hard_reports(config: Any, kind: str) -> Callable[[int], int]:
     return lambda step: hard_reports(step, total, config.train.eval_every, hard_step)
 
 
-def _reporter(tune: Any, folder: SweepFolder, key: str, hard: Callable[[int], int]) -> Any:
+def _reporter(tune: Any, folder: SweepFolder, key: str, hard: Callable[[int], int], phases: Phases) -> Any:
     trial_dir = folder.trial_dir(key)
 
     def report(row: dict[str, Any], snapshot: Any) -> None:
-        state: TrainState = snapshot()
-        write_checkpoint(state, trial_dir / "checkpoint")
-        if "test_at_best" in row:
-            folder.write_best(key, row["test_at_best"])
-        tune.report({"iia": row["dev_iia"], "dev_iia": row["dev_iia"], "dev_iia_full_vocab": row["dev_iia_full_vocab"],
-                     "step": row["step"], "hard_reports": hard(row["step"]), "min_width": row["min_width"],
-                     "temperature": row["temperature"], "final": row["final"], **_node()})
+        with phase("checkpoint"):
+            state: TrainState = snapshot()
+            write_checkpoint(state, trial_dir / "checkpoint")
+            if "test_at_best" in row:
+                folder.write_best(key, row["test_at_best"])
+            phases.write(trial_dir / TIMINGS)  # a trial stopped at this report keeps its phases so far
+        with phase("tune_report"):
+            tune.report({"iia": row["dev_iia"], "dev_iia": row["dev_iia"],
+                         "dev_iia_full_vocab": row["dev_iia_full_vocab"], "step": row["step"],
+                         "hard_reports": hard(row["step"]), "min_width": row["min_width"],
+                         "temperature": row["temperature"], "final": row["final"], **_node()})
     return report

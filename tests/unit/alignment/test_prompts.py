@@ -46,3 +46,19 @@ def test_a_missing_position_names_the_prompt(price_tokenizer):
         table.token_index("x", torch.tensor([0, 1]))
     with pytest.raises(PositionError, match="position must be one of \\['x'\\] or an integer"):
         table.token_index("y", torch.tensor([0]))
+
+
+def test_the_same_table_is_tokenized_once_per_process(price_tokenizer, monkeypatch):
+    import alignment.prompts as prompts
+
+    inputs = {"lower": 130, "upper": 855, "amount": 340}
+    calls = []
+    tokenize = prompts._tokenize
+    monkeypatch.setattr(prompts, "_tokenize", lambda *a: calls.append(a) or tokenize(*a))
+    _, first = table_for(price_tokenizer, [(inputs, "compact"), (inputs, "compact_prefix_frogs")])
+    _, again = table_for(price_tokenizer, [(inputs, "compact"), (inputs, "compact_prefix_frogs")])
+    assert again is first and len(calls) == 1
+    _, other = table_for(price_tokenizer, [(inputs, "compact")])  # other prompts: a new table
+    assert other is not first and len(other) == 1 and len(calls) == 2
+    _, back = table_for(price_tokenizer, [(inputs, "compact"), (inputs, "compact_prefix_frogs")])
+    assert back is not first and torch.equal(back.input_ids, first.input_ids) and len(calls) == 3

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from alignment.timing import read_phases
 from search.cli import main
+from search.folder import SweepFolder
 from tests.unit.search.cli_run import PLANTED
 
 STRONG, WEAK = "planted:in_set@L1:last:das#s0", "planted:in_set@L1:filler:das#s0"
@@ -95,3 +97,15 @@ def test_every_trial_is_a_child_run_with_its_iia_curve(tiny_sweep):
     assert sorted(steps) == [20, 40, 60]
     parent = client.get_run(state["parent_run_id"])
     assert parent.info.status == "FINISHED" and "best_iia.planted" in parent.data.metrics
+
+
+def test_the_sweep_and_every_trial_say_where_their_seconds_went(tiny_sweep):
+    folder, _ = tiny_sweep
+    driver = read_phases(folder / "timings.json")
+    assert {"prepare", "plan", "ray_start", "grid", "controls", "report", "tracking"} <= set(driver)
+    assert driver["ray_start"]["count"] == 1  # one Ray (here: joined) for both Tune runs
+    for key in (STRONG, WEAK):  # FIFO: both ran all 60 steps, evaluated at 20, 40, 60
+        trial = read_phases(SweepFolder(folder).trial_dir(key) / "timings.json")
+        assert trial["step"]["count"] == 60 and trial["dev_eval"]["count"] == 3, trial
+        assert trial["checkpoint"]["count"] == 3 and trial["tune_report"]["count"] == 3
+        assert {"inputs", "model", "data", "site", "prealign", "test_eval", "save"} <= set(trial)

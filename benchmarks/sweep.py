@@ -62,7 +62,14 @@ from alignment.models import load_model
 from alignment.sites import layer_site
 from alignment.train import total_steps
 from benchmarks.common import TASK_MODEL_DIR, Pairs, load_average, machine
-from benchmarks.pyvene_steps import PyveneTrainer, pyvene_intervention, rotation_of, single_token, table_batch
+from benchmarks.pyvene_steps import (
+    PyveneBatch,
+    PyveneTrainer,
+    pyvene_intervention,
+    rotation_of,
+    single_token,
+    table_batch,
+)
 from benchmarks.trial_vs_pyvene import AlignSearchTrainer, check_equal_work, tolerance
 from causal_models.tasks import get_task
 
@@ -191,7 +198,7 @@ def pyvene_trial(model: Any, data: TrialData, layer: int, position: str, trainin
     tokens = {split: site_tokens(data, position, split) for split in ("train", "test")}
     single = single_token(*(torch.cat(t) for t in zip(*tokens.values())))
 
-    def batch(split: str, picked: torch.Tensor) -> Any:
+    def batch(split: str, picked: torch.Tensor) -> PyveneBatch:
         pairs, (base, source) = data.splits[split], tokens[split]
         return table_batch(table, pairs.base_rows[picked], pairs.source_rows[picked, 0], pairs.labels[picked],
                            base[picked], source[picked], single)
@@ -222,8 +229,8 @@ def check_equal_logits(model: Any, data: TrialData, row: dict[str, Any], trainin
     frozen = FrozenSite(model, layer_site(model, row["layer"]), data.table, cache="off")
     theirs_init = pyvene_intervention("boundless", frozen.hidden_size(), 0, seed=0)
     theirs = PyveneTrainer(model, row["layer"], theirs_init, "tutorial", training.steps)
-    ours = AlignSearchTrainer(frozen, Pairs(data, "", row["position"]), "boundless", rotation_of(theirs_init), 0,
-                              training.steps)
+    pairs = Pairs(data, template="", position=row["position"])          # the trainer reads no template
+    ours = AlignSearchTrainer(frozen, pairs, "boundless", rotation_of(theirs_init), 0, training.steps)
     batch = ours.batch(0)
     single = single_token(*site_tokens(data, row["position"], "train"))
     inputs = table_batch(data.table, batch.pairs.base_rows, batch.pairs.source_rows[:, 0], batch.pairs.labels,
@@ -232,8 +239,9 @@ def check_equal_logits(model: Any, data: TrialData, row: dict[str, Any], trainin
     return check_equal_work(theirs, ours, batch, inputs, frozen.device, tolerance(torch.float32), EQUAL_LOGITS)
 
 
-def read_training(folder: Path, n_train: int) -> Training:
-    train = from_dict(TrainConfig, json.loads((folder / "sweep.json").read_text())["train"])
+def read_training(config: dict[str, Any], n_train: int) -> Training:
+    """The train settings of a resolved sweep config (sweep.json) for `n_train` training pairs."""
+    train = from_dict(TrainConfig, config["train"])
     return Training(total_steps(n_train, train), train.batch_size, train.lr, train.boundary_lr, train.warmup)
 
 
@@ -244,7 +252,7 @@ def run_pyvene(args: argparse.Namespace, folder: Path, grid: list[dict[str, Any]
     template = get_task(config["task"]).template(config["data"]["template"] or loaded.meta.get("template"))
     answers = sorted(set(template.answers.values()))
     data = {r["causal_model"]: sweep_pairs(folder, r, loaded.tokenizer, answers) for r in grid}
-    training = read_training(folder, len(next(iter(data.values())).splits["train"]))
+    training = read_training(config, len(next(iter(data.values())).splits["train"]))
     print(f"pyvene trains with {training}", flush=True)
     check = check_equal_logits(loaded.model, data[grid[0]["causal_model"]], grid[0], training)
     chosen = grid

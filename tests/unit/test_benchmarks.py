@@ -99,3 +99,12 @@ def test_pyvene_per_example_sites_with_left_padding_equal_align_search(tiny_pric
     row = {"hypothesis": "left_boundary@L0", "layer": 0, "position": "amount_first_digit"}
     found = sweep.check_equal_logits(tiny_price.model, data, row, training)
     assert found["logits_max_difference"] < 1e-4 < found["logits_effect"]
+
+
+def test_pyvene_trains_with_the_sweeps_resolved_settings():
+    config = {"train": {"batch_size": 16, "epochs": 2, "max_steps": None, "lr": 0.01, "boundary_lr": 0.05,
+                        "warmup": 0.2, "threads": 1}}
+    assert sweep.read_training(config, 100) == sweep.Training(steps=14, batch_size=16, lr=0.01, boundary_lr=0.05,
+                                                              warmup=0.2)
+    config["train"]["max_steps"] = 48
+    assert sweep.read_training(config, 100).steps == 48

@@ -7,8 +7,9 @@ and warm-up for both:
            decoder layer x `--positions` of the shipped price-tagging model (the default
            sweep config, ASHA stopping weak hypotheses).
     ioi    docs/smollm2-ioi.toml on SmolLM2-135M-Instruct (FIFO: every trial to its end):
-           `--causal-models` x `--layers` x `--positions`, sized by default so both sides
-           together take about half an hour on 2 cores. Convert the model first:
+           `--causal-models` x `--layers` x `--positions` (default io_name, io_position x
+           layers 16, 21, 24 x last: both sides together in 20-30 minutes on 2 cores, pyvene's
+           trials the most of it). Convert the model first:
            `align-search convert-gguf smollm2 --out models/smollm2-135m-instruct`.
 
     align-search  `align-search sweep` in the project's environment: Ray Tune, two trials at
@@ -43,6 +44,7 @@ import argparse
 import csv
 import json
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -97,7 +99,7 @@ GRIDS = {
                   steps=150, batch_size=32),
     "ioi": Grid("docs/smollm2-ioi.toml", str(ROOT / "models" / "smollm2-135m-instruct"),
                 "align-search convert-gguf smollm2 --out models/smollm2-135m-instruct",
-                "io_name,io_position", "last", layers="8,16,21,24"),
+                "io_name,io_position", "last", layers="16,21,24"),
 }
 
 
@@ -147,7 +149,7 @@ def sweep_command(args: argparse.Namespace, folder: Path) -> list[str]:
 def run_align_search(args: argparse.Namespace, folder: Path) -> float:
     """Wall seconds of the whole `align-search sweep` command over the grid."""
     command = sweep_command(args, folder)
-    print("align-search:", " ".join(command), flush=True)
+    print("align-search:", shlex.join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started

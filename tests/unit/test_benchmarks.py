@@ -6,10 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from alignment.batches import build_trial_data
 from alignment.frozen import FrozenSite
 from alignment.sites import layer_site
+from benchmarks import sweep
 from benchmarks.common import floor_step, peak_step_bytes, price_tagging_pairs
+from benchmarks.pyvene_steps import single_token, unit_locations
 from benchmarks.trial_vs_pyvene import Variant, check_first_losses, main
+from causal_models import get_task, make_splits, to_dataset
 
 
 @pytest.mark.parametrize("layer", [0, 1])
@@ -50,3 +54,57 @@ def test_equal_work_check_passes_on_a_tiny_shape():
     check = report["models"]["gpt2-tiny"]["layers"][0]["check"]
     assert set(check["first_step_losses"]) == {"das", "boundless"}
     assert check["align-search/boundless"]["intervention_max_difference"] < 1e-5
+
+
+def test_pyvene_locations_are_one_int_only_where_every_site_is_the_same_token():
+    same = torch.tensor([[5], [5], [5]])
+    assert single_token(same, same) == 5
+    assert unit_locations(same, same, single_token(same, same)) == 5
+    base, source = torch.tensor([[5], [7], [6]]), torch.tensor([[4], [5], [6]])
+    assert single_token(base, same) is None and single_token(same, source) is None
+    assert single_token(torch.tensor([[5, 6]]), torch.tensor([[5, 6]])) is None      # a group: two tokens
+    # pyvene's form: (sources, bases), each a list over interventions of a list over the batch of token lists
+    assert unit_locations(base, source, None) == ([[[4], [5], [6]]], [[[5], [7], [6]]])
+
+
+def test_sweep_benchmark_says_how_to_make_a_missing_model(tmp_path):
+    with pytest.raises(SystemExit, match="convert-gguf smollm2 --out models/smollm2-135m-instruct"):
+        sweep.parse_args(["--grid", "ioi", "--model", str(tmp_path / "missing")])
+
+
+def test_sweep_benchmark_runs_the_toml_with_its_own_learning_rates(tmp_path):
+    args = sweep.parse_args(["--grid", "ioi", "--model", str(tmp_path), "--layers", "21", "--positions",
+                             "last,name1", "--steps", "4"])
+    command = sweep.sweep_command(args, tmp_path / "sweep")
+    assert command[1:3] == ["sweep", str(sweep.ROOT / "docs" / "smollm2-ioi.toml")]
+    settings = dict(s.split("=", 1) for s in command[command.index("--out") + 2:] if s != "--set")
+    assert settings["hypotheses.layers"] == "[21]" and settings["train.max_steps"] == "4"
+    assert settings["hypotheses.positions"] == '["last", "name1"]' and settings["controls.top_k"] == "0"
+    assert not any(key.startswith(("train.lr", "train.boundary_lr", "train.batch_size")) for key in settings)
+
+
+def test_pyvene_per_example_sites_with_left_padding_equal_align_search(tiny_price):
+    """Pairs from two templates of different lengths in one batch: pyvene gets per-example locations, and
+    its answer logits (intervened and not) equal align-search's reference path."""
+    pytest.importorskip("pyvene")
+    task = get_task("price_tagging")
+    rows = []
+    for template in ("compact", "alpaca"):
+        pairs = make_splits(task, "left_boundary", ("left_boundary",), {"train": 8}, seed=0)["train"]
+        rows += list(to_dataset(pairs, task.template(template)))
+    answers = sorted(set(task.template("compact").answers.values()))
+    data = build_trial_data(tiny_price.tokenizer, {"train": rows}, ["left_boundary"], answers)
+    assert single_token(*sweep.site_tokens(data, "amount_first_digit", "train")) is None
+    training = sweep.Training(steps=4, batch_size=16, lr=1e-3, boundary_lr=1e-2, warmup=0.1)
+    row = {"hypothesis": "left_boundary@L0", "layer": 0, "position": "amount_first_digit"}
+    found = sweep.check_equal_logits(tiny_price.model, data, row, training)
+    assert found["logits_max_difference"] < 1e-4 < found["logits_effect"]
+
+
+def test_pyvene_trains_with_the_sweeps_resolved_settings():
+    config = {"train": {"batch_size": 16, "epochs": 2, "max_steps": None, "lr": 0.01, "boundary_lr": 0.05,
+                        "warmup": 0.2, "threads": 1}}
+    assert sweep.read_training(config, 100) == sweep.Training(steps=14, batch_size=16, lr=0.01, boundary_lr=0.05,
+                                                              warmup=0.2)
+    config["train"]["max_steps"] = 48
+    assert sweep.read_training(config, 100).steps == 48

@@ -150,3 +150,9 @@ def _readable(row: Mapping[str, Any]) -> dict[str, Any]:
         "source_inputs": dict(zip(row["variables"], json.loads(row["source_inputs"]))),
         "source_outputs": dict(zip(row["variables"], row["source_labels"])),
     }
+
+
+def quiet_datasets() -> None:
+    """No 'Saving the dataset' progress bar for a few thousand rows: a command prints its own lines."""
+    from datasets.utils.logging import disable_progress_bar
+    disable_progress_bar()

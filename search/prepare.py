@@ -23,6 +23,7 @@ from alignment.models import ModelLoadError, is_gguf, load_tokenizer, locate_mod
 from alignment.persistence import atomic_write_text
 from alignment.prompts import PromptTable, build_prompt_table
 from causal_models import enumerate_hypotheses, get_task, make_splits, parse_layers, to_dataset
+from causal_models.dataset import quiet_datasets
 from causal_models.hypotheses import CROSS, grid_positions, is_offset, position_members
 from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec, replacing
@@ -219,6 +220,7 @@ def _write_pairs(directory: Path, config: SweepConfig, causal_model: str, variab
                             max_unchanged=config.data.max_unchanged, per_pair=config.data.per_pair)
     shutil.rmtree(directory, ignore_errors=True)  # what an interrupted older build left
     directory.parent.mkdir(parents=True, exist_ok=True)
+    quiet_datasets()
     with replacing(directory) as temporary:
         for split, pairs in pair_sets.items():
             to_dataset(pairs, task.template(template)).save_to_disk(str(temporary / split))

@@ -49,6 +49,7 @@ def tasks(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
 
 def data(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     from causal_models import get_task, sample_pairs, save_pairs
+    from causal_models.dataset import quiet_datasets
 
     out = Path(args.out)
     check_output_folder(out, "--out", args.overwrite)
@@ -58,15 +59,10 @@ def data(args: argparse.Namespace, announce: Callable[[str], None]) -> str:
     template = task.template(args.template)
     pair_set = sample_pairs(model, variables, args.n, args.seed, balance_labels=not args.no_balance,
                             max_unchanged=args.max_unchanged)
-    _quiet_datasets()
+    quiet_datasets()
     with writing(out) as folder:
         save_pairs(pair_set, template, task.name, folder)
     stats = pair_set.stats
     return (f"wrote {len(pair_set)} pairs to {out}/pairs.jsonl (and dataset/, stats.json): "
             f"labels {stats.label_shares}, unchanged {stats.unchanged_share}")
 
-
-def _quiet_datasets() -> None:
-    """No 'Saving the dataset' progress bar for a few thousand rows: the command prints one line."""
-    from datasets.utils.logging import disable_progress_bar
-    disable_progress_bar()

@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="more `align-search sweep --set` overrides (pyvene reads the resolved train settings)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each trial (both libraries)")
     parser.add_argument("--concurrency", type=int, default=2, help="align-search trials at once")
+    parser.add_argument("--pyvene-boundary-lr", type=float, default=1e-2,
+                        help="pyvene's boundary learning rate (default: its tutorial's, 1e-2). The sweep's own "
+                        "(5e-2) is for align-search's log-valued boundary; on pyvene's share-valued one it takes "
+                        "every boundary to width 0 within 150 steps (test IIA 0.505, the no-op floor, everywhere)")
     parser.add_argument("--pyvene-sample", type=int, default=0, help="pyvene on this many hypotheses only (0: all)")
     parser.add_argument("--align-search", default=str(ROOT / ".venv" / "bin" / "align-search"),
                         help="the align-search command of the project's environment")
@@ -255,6 +259,7 @@ def run_pyvene(args: argparse.Namespace, folder: Path, grid: list[dict[str, Any]
     answers = sorted(set(template.answers.values()))
     data = {r["causal_model"]: sweep_pairs(folder, r, loaded.tokenizer, answers) for r in grid}
     training = read_training(config, len(next(iter(data.values())).splits["train"]))
+    training = replace(training, boundary_lr=args.pyvene_boundary_lr)
     print(f"pyvene trains with {training}", flush=True)
     check = check_equal_logits(loaded.model, data[grid[0]["causal_model"]], grid[0], training)
     chosen = grid

@@ -6,10 +6,13 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import torch
 from transformers import (
     GPT2Config,
@@ -182,3 +185,19 @@ def control_summary(**fields: Any) -> dict[str, Any]:
     values = {**_SITE, "intervention": "random_rotation", "trained": False, **_scores(test_iia), "test_iia_sd": 0.0,
               "test_iia_draws": (test_iia,), "draws": 1, **fields}
     return UntrainedResult(**values).to_dict()
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, options: str, why: str, lazy: bool = False) -> Iterator[Path]:
+    """`directory` (made here) with a tmpfs of `options` mounted on it for the block; skips the test,
+    saying `why` it needed one, where it cannot mount (root only). `lazy` unmounts with -l (a
+    filled disk whose files a dying process may still hold)."""
+    directory.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"{why}: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", *(["-l"] if lazy else []), str(directory)], check=True)

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from alignment.results import TrialResult
 from search.cli import main
+from tests.helpers import tmpfs
 from tests.integration.conftest import ROOT, cli_process, kill_group, planted_sweep_args, wait_for
 
 pytestmark = pytest.mark.slow
@@ -223,16 +224,8 @@ def test_a_full_disk_while_rewriting_the_report_leaves_the_old_one_intact(diverg
 @contextlib.contextmanager
 def small_disk(parent: Path, megabytes: int = 48):
     """A tmpfs of `megabytes` at parent/disk: a disk this test may fill or make read-only (needs root)."""
-    disk = parent / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (root only): {mounted.stderr.strip()}")
-    try:
+    with tmpfs(parent / "disk", f"size={megabytes}m", "cannot mount a tmpfs to fill (root only)", lazy=True) as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def fill(disk: Path) -> None:

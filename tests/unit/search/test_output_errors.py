@@ -10,12 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from search.cli import main
 from search.config import default_config
 from search.folder import SweepFolder
-from tests.helpers import free_port
+from tests.helpers import free_port, tmpfs
 from tests.unit.search.cli_run import align_args, sweep_args, user_error
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -37,20 +35,14 @@ def test_out_that_is_a_file(tiny_planted, tmp_path, capsys):
 def read_only_directory(parent: Path):
     """A directory this process cannot write: chmod for a normal user, a read-only tmpfs for root."""
     directory = parent / "read-only"
-    directory.mkdir()
     if os.geteuid() != 0:
+        directory.mkdir()
         directory.chmod(0o555)
         yield directory
         directory.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(directory)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"running as root, and cannot mount a read-only tmpfs to test with: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(directory, "ro,size=64k", "running as root, and cannot mount a read-only tmpfs to test with"):
         yield directory
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
 
 
 def test_out_under_a_read_only_directory(tiny_planted, tmp_path, capsys):

@@ -273,39 +273,61 @@ class FrozenSite:
         width = int(self._run_until(self.resume_site, torch.tensor([0])).shape[-1])
         return len(self.table) * self.table.seq_len * width * 4
 
-    def _build_cache(self, batch_size: int = 256) -> Tensor:
-        starts = range(0, len(self.table), batch_size)
-        parts = [self._run_until(self.resume_site, torch.arange(start, min(start + batch_size, len(self.table))))
-                 .float().cpu() for start in starts]
+    def _build_cache(self, batch_size: int = 256, below: tuple[int, np.ndarray] | None = None) -> Tensor:
+        """(U, T, hidden) the resume site's output for every prompt, as float32 on the CPU. With `below`
+        (a lower decoder layer and its cache), only the layers above it run."""
+        parts = []
+        for start in range(0, len(self.table), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(self.table)))
+            resumed: AbstractContextManager[None] = nullcontext()
+            if below is not None and self.decoder is not None:
+                states = torch.from_numpy(np.ascontiguousarray(below[1][rows.numpy()])).to(self.device, self.dtype)
+                resumed = skip_layers(self.model, self.decoder[0], below[0], states, self.returns_tuple)
+            with resumed:
+                parts.append(self._run_until(self.resume_site, rows).float().cpu())
         return torch.cat(parts)
 
     def _load_or_build_cache(self, cache_dir: Path | None) -> Tensor | np.ndarray:
         if cache_dir is None:
             return self._build_cache().to(self.device)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        path = cache_dir / f"{self._fingerprint()}.npy"
+        assert self.decoder is not None  # only a site in the decoder layers is cached
+        prefix = f"{self._fingerprint()}-{self.decoder[0]}."
+        path = cache_dir / f"{prefix}{self.decoder[1]}.npy"
         with open(cache_dir / f"{path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the first trial at this site builds, the others wait and map
             try:
                 if not path.exists():
-                    log.info("caching hidden states of %d prompts at %s into %s", len(self.table), self.resume_site,
-                             path)
+                    below = _highest_below(cache_dir, prefix, self.decoder[1])
+                    log.info("caching hidden states of %d prompts at %s into %s%s", len(self.table), self.resume_site,
+                             path, f", from layer {below[0]}'s" if below else "")
                     temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                    np.save(temporary, self._build_cache().numpy())
+                    np.save(temporary, self._build_cache(below=below).numpy())
                     os.replace(temporary, path)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return np.load(path, mmap_mode="r")
 
     def _fingerprint(self) -> str:
+        """The model and the prompt table; a cache's file adds its decoder layer (a layer's cache serves the
+        sub-layers of the layer above, and a higher layer's cache is built from it)."""
         digest = hashlib.sha1()
         config = getattr(self.model, "config", None)
         digest.update((config.to_json_string() if config is not None else type(self.model).__name__).encode())
         first = next(self.model.parameters())
         digest.update(first.detach().float().flatten()[:64].cpu().numpy().tobytes())
-        digest.update(self.resume_site.encode())  # a layer's cache serves the sub-layers of the layer above
         digest.update("\x00".join(self.table.texts).encode())
         return digest.hexdigest()[:20]
+
+
+def _highest_below(cache_dir: Path, prefix: str, layer: int) -> tuple[int, np.ndarray] | None:
+    """(layer, its memory-mapped cache) of the highest decoder layer below `layer` cached in `cache_dir`."""
+    cached = [int(path.name[len(prefix):-len(".npy")]) for path in cache_dir.glob(f"{prefix}*.npy")
+              if path.name[len(prefix):-len(".npy")].isdigit()]
+    lower = [index for index in cached if index < layer]
+    if not lower:
+        return None
+    return max(lower), np.load(cache_dir / f"{prefix}{max(lower)}.npy", mmap_mode="r")
 
 
 def _edited(edit: Edit | None, hidden: Tensor, positions: Tensor) -> Tensor:

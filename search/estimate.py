@@ -4,7 +4,9 @@ A grid of every token x three components x every layer is large, so its cost is 
 front, and measured rather than guessed. A probe in the driver runs the first waiting trial
 (`alignment.trial.run_trial`, the trials' own code) on the sweep's own model, pairs and batch
 size, shortened, at the deepest and at the shallowest site of the grid: with 1 step and with
-1 + PROBE_STEPS steps (the least of two runs each, after a warm-up run). The difference gives
+1 + PROBE_STEPS steps (one run each, after one warm-up run before the first site: taking the
+least of two runs doubled the probe, 53 s of a SmolLM2-135M sweep's 249; benchmarks/README.md).
+The difference gives
 the seconds of one optimizer step; a scored pair (prealign, dev and test IIA: one forward pass,
 no backward) is taken as a third of a step's forward and backward per example, step / (3 x
 batch); what the 1-step run took beyond its step and its scored pairs is the trial's fixed cost
@@ -156,14 +158,14 @@ def probe(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], mode
     sites = list({depth_of(s.hypothesis, n_layers): s for s in (by_depth[0], by_depth[-1])}.values())
     threads = torch.get_num_threads()
     try:
-        return sorted((_probe_site(config, folder, spec, model_path, n_layers, template, loaded) for spec in sites),
-                      key=lambda cost: cost.depth)
+        return sorted((_probe_site(config, folder, spec, model_path, n_layers, template, loaded, warm_up=i == 0)
+                       for i, spec in enumerate(sites)), key=lambda cost: cost.depth)
     finally:
         torch.set_num_threads(threads)  # run_trial sets the trial's own
 
 
 def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, model_path: str, n_layers: int,
-                template: str, loaded: LoadedModel) -> TrialCost:
+                template: str, loaded: LoadedModel, warm_up: bool) -> TrialCost:
     trial = trial_config(config, spec, model_path, template)
     trial = replace(trial, train=replace(trial.train, eval_every=10**9, log_every=10**9, warmup=0.0,
                                          threads=trial.train.threads or max(1, int(config.resources.cpu))))
@@ -178,9 +180,9 @@ def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, model
             run_trial(settings, Path(scratch) / str(steps), TrialInputs(loaded, splits))
             return time.perf_counter() - started
 
-        seconds(1)  # warm-up: first calls allocate and initialise
-        # The least of two runs: a shared machine only ever adds time.
-        once, more = (min(seconds(steps), seconds(steps)) for steps in (1, 1 + PROBE_STEPS))
+        if warm_up:  # first calls allocate and initialise
+            seconds(1)
+        once, more = seconds(1), seconds(1 + PROBE_STEPS)
     step = max((more - once) / PROBE_STEPS, 0.0)
     pair = step / (3 * batch)
     scored = 4 * m  # prealign over dev and test, dev IIA once, test IIA once

@@ -6,7 +6,8 @@
       state.json          the MLflow experiment and parent run, phases done
       data/<name>/        counterfactual pairs per causal model and variables (HF datasets), built once
       data/prompts.json   every prompt of every trial: one shared prompt table, one cache per layer
-      cache/              hidden states per layer (memory-mapped .npy, shared by trials)
+      cache/              hidden states per layer (memory-mapped .npy, shared by trials; a layer's is built
+                          from the highest layer below it already cached)
       trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json,
                           checkpoint/, attempts.jsonl (one line per attempt: pid, node, step it resumed from),
                           best.json (test IIA and widths at the best dev state so far: a stopped trial's score),

@@ -1,11 +1,13 @@
 """Every fast path gives the plain path's logits: cached in memory, cached in a file, uncached; at a layer's
 output and at its attention and MLP outputs; at one token and at a group of tokens."""
 
+import numpy as np
 import pytest
 import torch
 
 from alignment import InterventionConfig, TrainConfig, TrialConfig, build_interchange, build_intervention
 from alignment.batches import build_trial_data
+from alignment.sites import get_module, layer_site
 from causal_models import get_task, sample_pairs, to_dataset
 
 TASK = get_task("price_tagging")
@@ -79,6 +81,24 @@ def test_a_sub_layer_site_shares_the_cache_of_the_layer_below(tiny_price, tmp_pa
     interchange_for(tiny_price, 1, "last", component="mlp", cache_dir=tmp_path)
     interchange_for(tiny_price, 1, "last", component="attention", cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npy"))) == 1
+
+
+def test_a_layers_cache_is_built_from_the_highest_cached_layer_below_it(tiny_price, tmp_path):
+    alone = tmp_path / "alone"
+    interchange_for(tiny_price, 1, "last", cache_dir=alone)  # built from the embeddings
+    ladder = tmp_path / "ladder"
+    interchange_for(tiny_price, 0, "last", cache_dir=ladder)
+    calls = []
+    first = get_module(tiny_price.model, layer_site(tiny_price.model, 0))
+    handle = first.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    try:
+        interchange_for(tiny_price, 1, "last", cache_dir=ladder)  # built from layer 0's cache
+    finally:
+        handle.remove()
+    assert calls and set(calls) == {1}  # only one-prompt probes of widths, never over the prompt table
+    (built_alone,), built_on = list(alone.glob("*.npy")), sorted(ladder.glob("*.npy"))
+    assert [path.name.rsplit(".", 2)[-2] for path in built_on] == ["0", "1"]
+    np.testing.assert_array_equal(np.load(built_alone), np.load(built_on[1]))
 
 
 def test_the_intervention_changes_the_output(tiny_price):

@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ours_best = max(grid, key=lambda r: r["test_iia"] or 0.0)
     theirs_best = max(theirs["trials"], key=lambda r: r["pyvene_test_iia"])
     ratio = theirs["wall_s"] / ours_s
-    agree = abs(ours_best["test_iia"] - theirs_best["pyvene_test_iia"]) <= 0.03
+    agree = abs(ours_best["test_iia"] - theirs_best["pyvene_test_iia"]) <= 0.03 + 1e-9  # 1.00 - 0.97 is 0.0300...03
     kind = "extrapolated from " + str(len(theirs["trials"])) + " trials" if theirs["extrapolated"] else "measured"
     print(f"\nwall time: align-search {ours_s:.0f} s, pyvene trial by trial {theirs['wall_s']:.0f} s ({kind}): "
           f"{ratio:.1f}x ({'MET' if ratio >= 10 else 'MISSED'} >= 10x)")

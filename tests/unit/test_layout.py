@@ -80,9 +80,18 @@ def python_prose(path: Path) -> str:
     return "\n".join(docstrings + comments)
 
 
+def _top_folders() -> set[str]:
+    """The repository's own top-level folders: those git tracks files in (a folder a user made, such as
+    models/ from `align-search convert-gguf`, is not one), or every folder outside a git checkout."""
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout:
+        return {line.split("/")[0] for line in listed.stdout.splitlines() if "/" in line and not line.startswith(".")}
+    return {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
 def dead_references(source: Path, text: str) -> list[str]:
     """Paths `text` names that do not exist: from the repository root, or from `source`'s own folder."""
-    top = {f"{p.name}/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")} | {".ci/"}
+    top = {f"{name}/" for name in _top_folders()} | {".ci/"}
     beside = {f"{p.name}/" for p in source.parent.iterdir() if p.is_dir()} - top if source.parent != ROOT else set()
     dead = []
     for path in sorted(named_paths(text, top | beside | set(OUTSIDE))):

@@ -144,40 +144,57 @@ def sample_pairs(
     rng = random.Random(seed)
     groups = [tuple(variables)] if per_pair == "all" else [(v,) for v in variables]
     label_values = _balanced_label_values(causal_model) if balance_labels else None
-    quotas = _quotas(n, len(groups), label_values)
-    unchanged_budget = n if max_unchanged is None else int(max_unchanged * n)
-    counts: Counter[tuple[int, Any]] = Counter()
-    rejected: Counter[str] = Counter()
-    seen: set[str] = set()
+    tally = _Tally(_quotas(n, len(groups), label_values), label_values is not None,
+                   n if max_unchanged is None else int(max_unchanged * n), exclude or set())
     pairs: list[CounterfactualPair] = []
-    unchanged = attempts = 0
+    attempts = 0
     for slot in itertools.cycle(range(len(groups))):
         if len(pairs) == n:
             break
-        if _slot_filled(slot, quotas, counts):
+        if _slot_filled(slot, tally.quotas, tally.counts):
             continue
         attempts += 1
         if attempts > n * max_attempts_per_pair:
-            failure = _Failure(causal_model.name, n, len(pairs), attempts - 1, len(seen), rejected,
-                               _missing(counts, quotas), max_unchanged, len(exclude or ()))
+            failure = _Failure(causal_model.name, n, len(pairs), attempts - 1, len(tally.seen), tally.rejected,
+                               _missing(tally.counts, tally.quotas), max_unchanged, len(tally.exclude))
             raise SamplingError(failure.explain())
         pair = _draw(causal_model, groups[slot], sampler, rng)
-        keys = [input_key(x) for x in (pair.base, *pair.sources.values())]
-        seen.update(keys)
-        key = (slot, pair.counterfactual_output if label_values is not None else None)
-        is_unchanged = pair.counterfactual_output == pair.base_output
-        reason = ("held_out" if exclude and any(k in exclude for k in keys) else
-                  "label_quota" if counts[key] >= quotas.get(key, 0) else
-                  "unchanged" if is_unchanged and unchanged >= unchanged_budget else None)
-        if reason is not None:
-            rejected[reason] += 1
-            continue
-        counts[key] += 1
-        unchanged += is_unchanged
-        pairs.append(pair)
+        if tally.admit(slot, pair):
+            pairs.append(pair)
     rng.shuffle(pairs)
-    stats = _stats(causal_model, variables, pairs, label_values is not None, max_unchanged, attempts, rejected)
+    stats = _stats(causal_model, variables, pairs, label_values is not None, max_unchanged, attempts,
+                   tally.rejected)
     return PairSet(causal_model.name, tuple(variables), seed, tuple(pairs), stats)
+
+
+@dataclass
+class _Tally:
+    """The pairs sampling has accepted against its quotas, the inputs it has seen, and what it rejected, why."""
+
+    quotas: dict[tuple[int, Any], int]
+    by_label: bool  # quotas are per (variable group, counterfactual label), else per group
+    unchanged_budget: int
+    exclude: set[str]
+    counts: Counter[tuple[int, Any]] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    seen: set[str] = field(default_factory=set)
+    unchanged: int = 0
+
+    def admit(self, slot: int, pair: CounterfactualPair) -> bool:
+        """Count `pair` for variable group `slot` if it is held out of nothing and fits its quotas."""
+        keys = [input_key(x) for x in (pair.base, *pair.sources.values())]
+        self.seen.update(keys)
+        key = (slot, pair.counterfactual_output if self.by_label else None)
+        is_unchanged = pair.counterfactual_output == pair.base_output
+        reason = ("held_out" if self.exclude and any(k in self.exclude for k in keys) else
+                  "label_quota" if self.counts[key] >= self.quotas.get(key, 0) else
+                  "unchanged" if is_unchanged and self.unchanged >= self.unchanged_budget else None)
+        if reason is not None:
+            self.rejected[reason] += 1
+            return False
+        self.counts[key] += 1
+        self.unchanged += is_unchanged
+        return True
 
 
 def _slot_filled(slot: int, quotas: dict[tuple[int, Any], int],

@@ -38,7 +38,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -254,9 +254,13 @@ class SweepFolder:
     def write_status(self, key: str, **values: Any) -> None:
         atomic_write_text(self.trial_dir(key) / "status.json", json.dumps(values, indent=2) + "\n")
 
-    def reopen_failed(self) -> list[str]:
-        """Forget which trials failed (not their checkpoints or attempts), so that they run again."""
-        keys = [spec.key for spec in self.read_trials() if (self.status(spec.key) or {}).get("status") == "failed"]
+    def reopen_failed(self, among: Collection[str] | None = None, unstarted_only: bool = False) -> list[str]:
+        """Forget which trials failed (not their checkpoints or attempts), so that they run again: of the
+        trials `among` (default: all); with `unstarted_only`, those that failed before their code started
+        (no attempt on record)."""
+        keys = [spec.key for spec in self.read_trials() if (among is None or spec.key in among)
+                and (self.status(spec.key) or {}).get("status") == "failed"
+                and not (unstarted_only and self.attempts(spec.key))]
         for key in keys:
             (self.trial_dir(key) / "status.json").unlink()
         return keys

@@ -180,11 +180,11 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
             tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
         with _ray(config):  # one Ray for both Tune runs: started once, its start reported apart
             with phase("grid"):
-                _run_tune(config, folder, specs, tracker, "grid")
+                _run_tune_phase(config, folder, specs, tracker, "grid")
             controls = plan_controls(config, folder)
             if controls:
                 with phase("controls"):
-                    _run_tune(config, folder, controls, tracker, "controls")
+                    _run_tune_phase(config, folder, controls, tracker, "controls")
         with phase("tracking"):
             _upload_missing(folder, tracker)
         with phase("report"):
@@ -211,6 +211,24 @@ def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:
         directory = folder.trial_dir(spec.key)
         if directory.is_dir():
             tracker.upload_trial(spec)
+
+
+def _run_tune_phase(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker,
+                    phase: str) -> None:
+    """A Tune run over `specs`, then one more over those that failed before their code started.
+
+    A node lost between two trials takes the worker that Tune would reuse for the next one: that
+    trial fails before it starts, and Tune's retries can all land on the lost worker within a
+    second (seen in the node-loss test, `ActorUnavailableError`). Nothing of it ran, so it is run
+    again, once; a trial that failed in its own code (it has an attempt on record) is not.
+    """
+    _run_tune(config, folder, specs, tracker, phase)
+    keys = folder.reopen_failed(among={s.key for s in specs}, unstarted_only=True)
+    if keys:
+        log.warning("%d trial(s) failed before they started (their node or worker was lost); running them once "
+                    "more", len(keys))
+        tracker.reopen(keys)
+        _run_tune(config, folder, [s for s in specs if s.key in keys], tracker, phase)
 
 
 def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], tracker: Tracker,

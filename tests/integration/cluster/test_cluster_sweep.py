@@ -65,13 +65,22 @@ def test_losing_the_worker_node_retries_its_trials_on_the_head(two_nodes, plante
     folder = tmp_path / "lost"
     args = planted_sweep_args(planted_model, folder, "--address", cluster.address, "--scheduler", "fifo",
                               "--set", "controls.top_k=0", "--set", "hypotheses.seeds=[0, 1]",
-                              "--set", "train.max_steps=120", "--set", "resources.max_failures=3")
+                              "--set", "train.max_steps=400", "--set", "resources.max_failures=3")
     killed = threading.Event()
+
+    def running_on_the_worker() -> bool:
+        """Whether a trial has started on the worker node and not finished: the moment to lose the node (a
+        trial takes a second or two, so "after two summaries" could fall between the worker's trials)."""
+        try:
+            return any(not (trial / "summary.json").exists() and (trial / "attempts.jsonl").exists()
+                       and attempts_of(trial)[-1]["node_id"] == lost for trial in folder.glob("trials/*"))
+        except ValueError:  # a line being written: look again
+            return False
 
     def kill_worker_node_mid_sweep() -> None:
         deadline_at = time.time() + 300
-        while time.time() < deadline_at and len(list(folder.glob("trials/*/summary.json"))) < 2:
-            time.sleep(0.5)
+        while time.time() < deadline_at and not running_on_the_worker():
+            time.sleep(0.05)
         cluster.remove_node(worker, allow_graceful=False)
         killed.set()
 

@@ -25,11 +25,9 @@ check that every fast path gives the same logits and gradients.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import logging
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -42,6 +40,16 @@ from transformers import DynamicCache
 
 from alignment.hooks import capture_output, edit_output, output_is_tuple, run_until_stopped, skip_layers
 from alignment.prompts import PromptTable
+from alignment.site_files import (
+    HIDDEN,
+    KEYS_VALUES,
+    KeyValueFile,
+    cached_layers,
+    load_or_build,
+    rows_file,
+    save,
+    stacked,
+)
 from alignment.sites import get_module, layer_count, site_layer
 from alignment.suffix import (
     KeysValues,
@@ -67,11 +75,14 @@ class FrozenSite:
         table: every prompt the trial uses.
         cache: "auto" caches the hidden states the fast path starts from when they fit
             `cache_budget_mb`; "off" recomputes them per batch.
-        cache_dir: share the cache through a file here (one per resume layer and prompt table).
+        cache_dir: share the cache through a file here (one per resume layer and prompt table), and
+            the suffix path's prefix keys and values of every prompt through another, when its size
+            fits `kv_budget_mb` (`alignment/site_files.py`): of the prompts `kv_rows` (default: all;
+            a sweep's driver passes those its pairs use as bases).
         suffix: run the layers above the site only on the tokens from the earliest edited one on,
             with the earlier tokens' keys and values kept in a store of `kv_budget_mb` (or
-            recomputed without gradient per batch past it); where that cannot apply
-            (`suffix_reason` says why) every token runs.
+            recomputed without gradient per batch past it), or read from the shared file; where
+            that cannot apply (`suffix_reason` says why) every token runs.
 
     Attributes:
         decoder: (layer list path, index) of the decoder layer whose output the fast path
@@ -81,11 +92,12 @@ class FrozenSite:
         first_upper: the first decoder layer a step runs (None for a site outside the layers).
         inside: whether the site is a module inside the layer above `decoder` (edited by a hook
             while that layer runs) rather than `decoder`'s own output (edited directly).
+        shared_keys_values: the prefix keys and values read from the sweep's file (None: the store).
     """
 
     def __init__(self, model: nn.Module, site: str, table: PromptTable, cache: str = "auto",
                  cache_budget_mb: float = 2048.0, cache_dir: str | Path | None = None, suffix: bool = True,
-                 kv_budget_mb: float = 2048.0):
+                 kv_budget_mb: float = 2048.0, kv_rows: Tensor | None = None):
         if cache not in ("auto", "off"):
             raise ValueError(f"cache must be 'auto' or 'off', got {cache!r}")
         get_module(model, site)
@@ -112,6 +124,9 @@ class FrozenSite:
         self.store = KeyValueStore(len(table), kv_budget_mb * 2**20)
         place = site_layer(model, site)
         self._last_layer = f"{place[0]}.{layer_count(model) - 1}" if place else site
+        self.shared_keys_values: KeyValueFile | None = None
+        if cache_dir is not None and isinstance(self._cache, np.ndarray) and self.suffix_reason is None:
+            self.shared_keys_values = self._shared_keys_values(Path(cache_dir), kv_budget_mb, kv_rows)
 
     @property
     def cached(self) -> bool:
@@ -192,6 +207,8 @@ class FrozenSite:
 
     def _prefix_keys_values(self, rows: Tensor, start: int) -> KeysValues:
         """Per layer above the site, (B, kv_heads, `start`, head_dim) keys and values of prompts `rows`."""
+        if self.shared_keys_values is not None and self.shared_keys_values.holds(rows):
+            return self.shared_keys_values.gather(rows, start)
         unique = torch.unique(rows.cpu())
         missing = unique[self.store.slot_of[unique] < 0]
         if not len(missing):
@@ -290,23 +307,56 @@ class FrozenSite:
     def _load_or_build_cache(self, cache_dir: Path | None) -> Tensor | np.ndarray:
         if cache_dir is None:
             return self._build_cache().to(self.device)
-        cache_dir.mkdir(parents=True, exist_ok=True)
         assert self.decoder is not None  # only a site in the decoder layers is cached
-        prefix = f"{self._fingerprint()}-{self.decoder[0]}."
-        path = cache_dir / f"{prefix}{self.decoder[1]}.npy"
-        with open(cache_dir / f"{path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # the first trial at this site builds, the others wait and map
-            try:
-                if not path.exists():
-                    below = _highest_below(cache_dir, prefix, self.decoder[1])
-                    log.info("caching hidden states of %d prompts at %s into %s%s", len(self.table), self.resume_site,
-                             path, f", from layer {below[0]}'s" if below else "")
-                    temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                    np.save(temporary, self._build_cache(below=below).numpy())
-                    os.replace(temporary, path)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        return np.load(path, mmap_mode="r")
+        prefix = self._file_prefix()
+        path = cache_dir / f"{prefix}{self.decoder[1]}{HIDDEN}"
+
+        def build(temporary: Path) -> None:
+            lower = [layer for layer in cached_layers(cache_dir, prefix, HIDDEN) if layer < self.decoder[1]]
+            below = (max(lower), np.load(cache_dir / f"{prefix}{max(lower)}{HIDDEN}", mmap_mode="r")) if lower else None
+            log.info("caching hidden states of %d prompts at %s into %s%s", len(self.table), self.resume_site,
+                     path, f", from layer {below[0]}'s" if below else "")
+            save(temporary, self._build_cache(below=below).numpy())
+
+        return load_or_build(path, build)
+
+    def _shared_keys_values(self, cache_dir: Path, budget_mb: float, rows: Tensor | None) -> KeyValueFile | None:
+        """The prefix keys and values of `rows` (default: every prompt) from a file of the sweep (site_files.py);
+        None past the budget or when the layers' keys and values differ in shape."""
+        assert self.decoder is not None and self.first_upper is not None
+        prefix, layer = self._file_prefix(), self.decoder[1]
+        lower = [d for d in cached_layers(cache_dir, prefix, KEYS_VALUES) if d <= layer]
+        if lower:  # a file at or below the site holds every layer above it
+            path = cache_dir / f"{prefix}{max(lower)}{KEYS_VALUES}"
+            return KeyValueFile(np.load(path, mmap_mode="r"), np.load(rows_file(path)), len(self.table),
+                                layer - max(lower), self.device, self.dtype)
+        stored = torch.arange(len(self.table)) if rows is None else torch.unique(rows.cpu())
+        tokens = self.table.seq_len - 1
+        one = self._upper_keys_values(stored[:1], tokens)
+        if len({pair[0].shape for pair in one}) != 1:
+            return None
+        size = len(stored) * sum(t.numel() for pair in one for t in pair) * 4
+        if size > budget_mb * 2**20:
+            return None
+        path = cache_dir / f"{prefix}{layer}{KEYS_VALUES}"
+
+        def build(temporary: Path, batch_size: int = 64) -> None:
+            log.info("caching keys and values of %d prompts above %s into %s (%.0f MB)", len(stored),
+                     self.resume_site, path, size / 2**20)
+            array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,
+                                              shape=(len(stored), *stacked(one).shape[1:]))
+            for start in range(0, len(stored), batch_size):
+                batch = stored[start:start + batch_size]
+                array[start:start + len(batch)] = stacked(self._upper_keys_values(batch, tokens)).float().cpu().numpy()
+            array.flush()
+            save(rows_file(path), stored.numpy())  # before the file itself appears
+
+        array = load_or_build(path, build)
+        return KeyValueFile(array, np.load(rows_file(path)), len(self.table), 0, self.device, self.dtype)
+
+    def _file_prefix(self) -> str:
+        assert self.decoder is not None
+        return f"{self._fingerprint()}-{self.decoder[0]}."
 
     def _fingerprint(self) -> str:
         """The model and the prompt table; a cache's file adds its decoder layer (a layer's cache serves the
@@ -318,16 +368,6 @@ class FrozenSite:
         digest.update(first.detach().float().flatten()[:64].cpu().numpy().tobytes())
         digest.update("\x00".join(self.table.texts).encode())
         return digest.hexdigest()[:20]
-
-
-def _highest_below(cache_dir: Path, prefix: str, layer: int) -> tuple[int, np.ndarray] | None:
-    """(layer, its memory-mapped cache) of the highest decoder layer below `layer` cached in `cache_dir`."""
-    cached = [int(path.name[len(prefix):-len(".npy")]) for path in cache_dir.glob(f"{prefix}*.npy")
-              if path.name[len(prefix):-len(".npy")].isdigit()]
-    lower = [index for index in cached if index < layer]
-    if not lower:
-        return None
-    return max(lower), np.load(cache_dir / f"{prefix}{max(lower)}.npy", mmap_mode="r")
 
 
 def _edited(edit: Edit | None, hidden: Tensor, positions: Tensor) -> Tensor:

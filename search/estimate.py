@@ -41,7 +41,7 @@ from alignment.trial import TrialInputs, run_trial
 from causal_models.hypotheses import Hypothesis
 from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec
-from search.prepare import load_rows, trial_config
+from search.prepare import load_prompts, load_rows, trial_config
 
 PROBE_STEPS = 8
 TUNE_SECONDS = 1.1
@@ -86,23 +86,31 @@ class SweepPlan:
                 f"plus {TUNE_SECONDS:g} s a trial for Ray Tune (early stopping shortens it; the controls come after)")
 
 
-def plan_sweep(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], model_path: str,
-               n_layers: int, template: str) -> SweepPlan:
-    """The grid's size and, when the model may be probed in the driver, its estimated duration."""
-    waiting = [s for s in specs if folder.summary(s.key) is None and folder.status(s.key) is None]
+def plan_sweep(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], n_layers: int, template: str,
+               loaded: LoadedModel | None, skipped: str | None = None, shared: bool = False) -> SweepPlan:
+    """The grid's size and, given the model loaded in the driver, its estimated duration.
+
+    `skipped` says why the model was not loaded; `shared`, that the sweep's shared files are built
+    (`search/caches.py`), so the probe's trials map them as the sweep's will.
+    """
+    waiting = waiting_specs(folder, specs)
     shape = grid_shape(specs)
-    skipped = _why_not_probed(model_path)
-    if skipped or not waiting:
+    if loaded is None or not waiting:
         return SweepPlan(len(specs), len(specs) - len(waiting), shape, 0.0 if not waiting else None,
                          skipped=skipped)
     try:
-        costs = probe(config, folder, waiting, model_path, n_layers, template)
+        costs = probe(config, folder, waiting, loaded, n_layers, template, shared)
     except Exception as error:  # an estimate must never stop a sweep: its own trials report the fault
         return SweepPlan(len(specs), len(specs) - len(waiting), shape, None,
                          skipped=f"the probe's trial failed: {type(error).__name__}: {error}")
     seconds = sum(trial_seconds(config, s.hypothesis, costs, n_layers) for s in waiting)
     return SweepPlan(len(specs), len(specs) - len(waiting), shape, seconds / config.resources.concurrency,
                      tuple(costs))
+
+
+def waiting_specs(folder: SweepFolder, specs: list[TrialSpec]) -> list[TrialSpec]:
+    """The trials of `specs` that have neither a summary nor a status: those the sweep will run."""
+    return [s for s in specs if folder.summary(s.key) is None and folder.status(s.key) is None]
 
 
 def grid_shape(specs: list[TrialSpec]) -> str:
@@ -140,7 +148,8 @@ def _interpolate(costs: list[TrialCost], depth: int) -> TrialCost:
         (first.step, last.step), (first.pair, last.pair), (first.fixed, last.fixed))))
 
 
-def _why_not_probed(model_path: str) -> str | None:
+def why_not_loaded(model_path: str) -> str | None:
+    """Why the driver does not load the sweep's model (for the probe and the shared files); None if it does."""
     if is_gguf(model_path):
         return "a GGUF model is not loaded in the driver"
     weights = sum(path.stat().st_size for path in Path(model_path).glob("*.safetensors"))
@@ -149,24 +158,27 @@ def _why_not_probed(model_path: str) -> str | None:
     return None
 
 
-def probe(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], model_path: str, n_layers: int,
-          template: str) -> list[TrialCost]:
-    """Trial costs measured at the deepest and the shallowest site of `specs`."""
+def load_in_driver(config: SweepConfig, model_path: str) -> LoadedModel:
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
-    loaded = load_model(model_path, config.train.bf16, device=device)
+    return load_model(model_path, config.train.bf16, device=device)
+
+
+def probe(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], loaded: LoadedModel, n_layers: int,
+          template: str, shared: bool = False) -> list[TrialCost]:
+    """Trial costs measured at the deepest and the shallowest site of `specs`."""
     by_depth = sorted(specs, key=lambda s: depth_of(s.hypothesis, n_layers))
     sites = list({depth_of(s.hypothesis, n_layers): s for s in (by_depth[0], by_depth[-1])}.values())
     threads = torch.get_num_threads()
     try:
-        return sorted((_probe_site(config, folder, spec, model_path, n_layers, template, loaded, warm_up=i == 0)
+        return sorted((_probe_site(config, folder, spec, loaded, n_layers, template, warm_up=i == 0, shared=shared)
                        for i, spec in enumerate(sites)), key=lambda cost: cost.depth)
     finally:
         torch.set_num_threads(threads)  # run_trial sets the trial's own
 
 
-def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, model_path: str, n_layers: int,
-                template: str, loaded: LoadedModel, warm_up: bool) -> TrialCost:
-    trial = trial_config(config, spec, model_path, template)
+def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, loaded: LoadedModel, n_layers: int,
+                template: str, warm_up: bool, shared: bool) -> TrialCost:
+    trial = trial_config(config, spec, loaded.path, template)
     trial = replace(trial, train=replace(trial.train, eval_every=10**9, log_every=10**9, warmup=0.0,
                                          threads=trial.train.threads or max(1, int(config.resources.cpu))))
     rows = load_rows(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables))
@@ -177,7 +189,9 @@ def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, model
         def seconds(steps: int) -> float:
             settings = replace(trial, train=replace(trial.train, max_steps=steps))
             started = time.perf_counter()
-            run_trial(settings, Path(scratch) / str(steps), TrialInputs(loaded, splits))
+            inputs = (TrialInputs(loaded, splits, str(folder.cache_dir), load_prompts(folder.prompts_file)) if shared
+                      else TrialInputs(loaded, splits))
+            run_trial(settings, Path(scratch) / str(steps), inputs)
             return time.perf_counter() - started
 
         if warm_up:  # first calls allocate and initialise

@@ -211,6 +211,10 @@ class SweepFolder:
     def data_dir(self, causal_model: str, variables: tuple[str, ...]) -> Path:
         return self.path / "data" / data_name(causal_model, variables)
 
+    def data_directories(self) -> list[Path]:
+        """Every built pair set of the sweep (one per causal model and variables)."""
+        return sorted(done.parent for done in (self.path / "data").glob("*/done"))
+
     @property
     def prompts_file(self) -> Path:
         return self.path / "data" / "prompts.json"

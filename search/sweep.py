@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignment.config_io import ConfigError, to_dict
 from alignment.timing import TIMINGS, Phases, phase, recording
@@ -51,6 +51,9 @@ from search.prepare import (
     template_name,
 )
 from search.tracking import Tracker, check_tracking, default_uri
+
+if TYPE_CHECKING:
+    from alignment.models import LoadedModel
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "tune"
@@ -173,8 +176,11 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
             specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
         with phase("tracking"):
             tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
+        with phase("caches"):
+            loaded, skipped, shared = _driver_model(config, folder, specs)
         with phase("plan"), recording(Phases()):  # the probe trial's own phases are not the driver's
-            announce(plan_line(config, folder, specs))
+            announce(plan_line(config, folder, specs, loaded, skipped, shared))
+            del loaded  # the driver holds no model while the trials run
         with phase("tracking"):
             tracker.start_parent(to_dict(config))
             tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
@@ -196,14 +202,39 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
                        None if tracker.available else tracker.uri)
 
 
-def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec]) -> str:
+def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], loaded: LoadedModel | None = None,
+              skipped: str | None = None, shared: bool = False) -> str:
     """How many trials the grid runs and how long they should take (search/estimate.py)."""
     from search.estimate import plan_sweep
 
-    model_path = resolve_model_path(config)
-    facts = model_facts(model_path)
-    plan = plan_sweep(config, folder, specs, model_path, facts.layers, template_name(config, facts.meta))
+    facts = model_facts(resolve_model_path(config))
+    plan = plan_sweep(config, folder, specs, facts.layers, template_name(config, facts.meta), loaded, skipped, shared)
     return plan.line(config.resources.concurrency)
+
+
+def _driver_model(config: SweepConfig, folder: SweepFolder,
+                  specs: list[TrialSpec]) -> tuple[LoadedModel | None, str | None, bool]:
+    """(the model loaded in the driver or None, why not, whether the sweep's shared files are built).
+
+    The driver loads it to build the files the trials share (search/caches.py) and to probe a
+    trial's cost (search/estimate.py); not when every trial is done, or when the model is too
+    large or slow to load twice (`why_not_loaded`).
+    """
+    from search.caches import build_shared_files, why_not_built
+    from search.estimate import load_in_driver, waiting_specs, why_not_loaded
+
+    waiting = waiting_specs(folder, specs)
+    model_path = resolve_model_path(config)
+    skipped = why_not_loaded(model_path)
+    if skipped or not waiting:
+        return None, skipped, False
+    loaded = load_in_driver(config, model_path)
+    reason = why_not_built(config)
+    if reason is None:
+        build_shared_files(config, folder, waiting, loaded)
+    else:
+        log.info("the trials build their shared files: %s", reason)
+    return loaded, None, reason is None
 
 
 def _upload_missing(folder: SweepFolder, tracker: Tracker) -> None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from alignment import InterventionConfig, TrainConfig, TrialConfig, build_interchange
 from alignment.batches import build_trial_data
+from alignment.frozen import FrozenSite
 from alignment.hooks import capture_output
 from alignment.models import LoadedModel
 from alignment.sites import component_site
@@ -18,15 +19,19 @@ FAMILIES = ["gpt2", "llama", "qwen2", "mistral", "gpt_neox"]
 
 
 def suffix_interchange(tokenizer, family, layer, component, position="amount_last_digit", source_position="last",
-                       model_options=None, **train):
+                       model_options=None, cache_dir=None, model=None, kv_rows=None, **train):
     """A 3-layer random `family` model's interchange over mixed-length (left-padded) prompts, and its pairs."""
-    loaded = LoadedModel(tiny_model(family, len(tokenizer), layers=3, **(model_options or {})), tokenizer, family)
+    model = model or tiny_model(family, len(tokenizer), layers=3, **(model_options or {}))
+    loaded = LoadedModel(model, tokenizer, family)
     answers = sorted(set(TASK.template("compact").answers.values()))
     data = build_trial_data(loaded.tokenizer, {"train": mixed_rows()}, ["left_boundary", "right_boundary"], answers)
     config = TrialConfig(model_path=family, variables=("left_boundary", "right_boundary"), layer=layer,
                          component=component, position=position, source_position=source_position,
                          intervention=InterventionConfig(kind="boundless"), train=TrainConfig(seed=1, **train))
-    interchange = build_interchange(config, loaded.model, data.table)
+    if kv_rows is not None:  # the sweep's driver builds the file first, of the rows it names
+        FrozenSite(loaded.model, component_site(loaded.model, layer, component), data.table, cache_dir=cache_dir,
+                   kv_rows=kv_rows)
+    interchange = build_interchange(config, loaded.model, data.table, cache_dir)
     with torch.no_grad():
         interchange.intervention.basis.generator.normal_(0, 0.3)
     return interchange, interchange.locate(data.split("train"))
@@ -165,3 +170,70 @@ def test_the_store_grows_with_the_rows_it_keeps(price_tokenizer):
     assert_suffix_equals_plain(interchange, pairs)                 # the first three stay where they were
     assert store.used == len(rows.unique()) < len(interchange.frozen.table)  # the sources take no room
     assert store.nbytes == store.used * sum(t[0].numel() * t.element_size() for t in (*store.keys, *store.values))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("layer", "component"), [(1, "block"), (1, "attention"), (2, "mlp")])
+def test_keys_and_values_shared_through_a_file_equal_the_plain_path(price_tokenizer, tmp_path, family, layer,
+                                                                     component):
+    interchange, pairs = suffix_interchange(price_tokenizer, family, layer, component, "4+last", None,
+                                            cache_dir=tmp_path)
+    frozen = interchange.frozen
+    assert frozen.shared_keys_values is not None and frozen.shared_keys_values.skip == 0
+    assert_suffix_equals_plain(interchange, pairs)
+    assert tokens_seen_above(interchange, pairs) == frozen.table.seq_len - int(pairs.base_positions.min())
+    assert frozen.store.used == 0  # nothing computed per trial
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_file_of_a_lower_layer_serves_the_sites_above_it(price_tokenizer, tmp_path, family):
+    lower, _ = suffix_interchange(price_tokenizer, family, 0, "block", cache_dir=tmp_path)
+    (built,) = tmp_path.glob("*.kv")
+    stamp = built.stat().st_mtime_ns
+    for layer, component, skip in [(1, "block", 1), (1, "attention", 0), (1, "mlp", 0), (2, "attention", 1)]:
+        interchange, pairs = suffix_interchange(price_tokenizer, family, layer, component, "4+last", None,
+                                                cache_dir=tmp_path, model=lower.frozen.model)
+        assert interchange.frozen.shared_keys_values.skip == skip
+        assert_suffix_equals_plain(interchange, pairs)
+    assert list(tmp_path.glob("*.kv")) == [built] and built.stat().st_mtime_ns == stamp
+
+
+def test_keys_and_values_past_the_budget_are_not_shared(price_tokenizer, tmp_path):
+    interchange, pairs = suffix_interchange(price_tokenizer, "llama", 1, "block", cache_dir=tmp_path,
+                                            kv_budget_mb=0.01)
+    assert interchange.frozen.shared_keys_values is None and not list(tmp_path.glob("*.kv"))
+    assert_suffix_equals_plain(interchange, pairs)
+    assert interchange.frozen.store.used > 0
+
+
+def test_bf16_keys_and_values_shared_through_a_file_are_exact(price_tokenizer, tmp_path):
+    """Stored as float32, read back in the model's dtype: the very keys and values the model computes."""
+    model = tiny_model("llama", len(price_tokenizer), layers=3).to(torch.bfloat16)
+    interchange, pairs = suffix_interchange(price_tokenizer, "llama", 1, "block", cache_dir=tmp_path, model=model)
+    frozen = interchange.frozen
+    rows, tokens = torch.arange(len(frozen.table)), frozen.table.seq_len - 1
+    shared, computed = frozen.shared_keys_values.gather(rows, tokens), frozen._upper_keys_values(rows, tokens)
+    for ours, reference in zip(shared, computed, strict=True):
+        assert ours[0].dtype == torch.bfloat16
+        torch.testing.assert_close(ours, reference, atol=0, rtol=0)
+    suffix, _ = logits_and_gradients(interchange, pairs, plain=False)
+    plain, _ = logits_and_gradients(interchange, pairs, plain=True)
+    torch.testing.assert_close(suffix, plain, atol=2e-2, rtol=2e-2)
+
+
+def test_a_file_of_some_rows_serves_them_and_the_others_are_computed(price_tokenizer, tmp_path):
+    """A sweep's file holds its pairs' bases only: a batch with another base gets its prefix computed, exactly."""
+    first, pairs = suffix_interchange(price_tokenizer, "llama", 1, "block", "4+last", None)
+    bases = pairs.pairs.base_rows.unique()
+    model = first.frozen.model
+    partial, pairs = suffix_interchange(price_tokenizer, "llama", 1, "block", "4+last", None, cache_dir=tmp_path,
+                                        model=model, kv_rows=bases[:3])
+    frozen = partial.frozen
+    assert frozen.shared_keys_values.holds(bases[:3]) and not frozen.shared_keys_values.holds(bases)
+    assert_suffix_equals_plain(partial, pairs)
+    assert frozen.store.used == len(bases)  # the file did not hold them all: the batch went to the store
+    held = pairs.select(torch.nonzero(torch.isin(pairs.pairs.base_rows, bases[:3])).flatten())
+    again, _ = suffix_interchange(price_tokenizer, "llama", 1, "block", "4+last", None, cache_dir=tmp_path, model=model)
+    assert again.frozen.shared_keys_values.holds(bases[:3])  # the file is mapped, not built again for every row
+    assert_suffix_equals_plain(again, held)
+    assert again.frozen.store.used == 0

@@ -4,6 +4,7 @@ and heatmaps per causal model and component that wrap long rows and hatch cells 
 import pytest
 from PIL import Image
 
+from alignment.models import load_model
 from causal_models import Hypothesis
 from search import heatmaps as heatmaps_module
 from search.config import load_config
@@ -50,7 +51,8 @@ def test_the_plan_line_counts_the_trials_and_estimates_their_time_from_a_probe(t
     folder = SweepFolder(tmp_path / "sweep")
     config = grid_config(tiny_planted, folder.path, "resources.concurrency=2")
     specs = prepare_sweep(config, folder)
-    plan = plan_sweep(config, folder, specs, str(tiny_planted), 2, "plain")
+    loaded = load_model(str(tiny_planted))
+    plan = plan_sweep(config, folder, specs, 2, "plain", loaded)
     assert (plan.trials, plan.done) == (28, 0)
     # Deepest site: layer 0's MLP runs both layers; shallowest: layer 1's block output runs none.
     assert [cost.depth for cost in plan.costs] == [0, 2]
@@ -60,7 +62,9 @@ def test_the_plan_line_counts_the_trials_and_estimates_their_time_from_a_probe(t
     assert line.startswith("plan: 28 trials to run (1 causal model x 2 layers x 2 components x 7 positions")
     assert "at 2 at a time" in line and "ms a training step" in line
     folder.write_status(specs[0].key, status="finished")
-    assert plan_sweep(config, folder, specs, str(tiny_planted), 2, "plain").done == 1
+    assert plan_sweep(config, folder, specs, 2, "plain", loaded).done == 1
+    skipped = plan_sweep(config, folder, specs, 2, "plain", None, "a GGUF model is not loaded in the driver")
+    assert skipped.line(2).endswith("time not estimated (a GGUF model is not loaded in the driver)")
 
 
 def test_heatmaps_split_by_component_wrap_long_rows_label_tokens_and_hatch_floors(tmp_path, monkeypatch):

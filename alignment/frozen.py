@@ -340,7 +340,7 @@ class FrozenSite:
             return None
         path = cache_dir / f"{prefix}{layer}{KEYS_VALUES}"
 
-        def build(temporary: Path, batch_size: int = 64) -> None:
+        def build(temporary: Path, batch_size: int = 256) -> None:
             log.info("caching keys and values of %d prompts above %s into %s (%.0f MB)", len(stored),
                      self.resume_site, path, size / 2**20)
             array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32,

@@ -29,7 +29,8 @@ equal-work check: from the same rotation, pyvene's intervened and un-intervened 
 a batch equal align-search's reference path to 1e-4 (benchmarks/trial_vs_pyvene.py).
 
 It prints the wall-time ratio and the best hypothesis with its test IIA for both; the issue's
-target is >= 10x less wall time for align-search and best IIAs within 0.03. `--pyvene-sample K`
+targets are >= 10x less wall time for align-search on the IOI grid, >= 4x on the price grid, and
+best IIAs within 0.03. `--pyvene-sample K`
 trains pyvene on K hypotheses only (align-search's best among them) and extrapolates its wall
 time from their mean, saying so in the output; the default trains the whole grid.
 
@@ -91,12 +92,13 @@ class Grid:
     layers: str | None = None           # None: the config's
     steps: int | None = None
     batch_size: int | None = None
+    target: float = 10.0                # issue 14: wall-time ratio to reach
 
 
 GRIDS = {
     "price": Grid(None, str(TASK_MODEL_DIR), f"align-search train-model price_tagging --out {TASK_MODEL_DIR}",
                   "left_boundary,right_boundary", "amount_first_digit,amount_last_digit,amount_dollars,last",
-                  steps=150, batch_size=32),
+                  steps=150, batch_size=32, target=4.0),
     "ioi": Grid("docs/smollm2-ioi.toml", str(ROOT / "models" / "smollm2-135m-instruct"),
                 "align-search convert-gguf smollm2 --out models/smollm2-135m-instruct",
                 "io_name,io_position", "last", layers="16,21,24"),
@@ -295,11 +297,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         load_after = load_average()
     ours_best = max(grid, key=lambda r: r["test_iia"] or 0.0)
     theirs_best = max(theirs["trials"], key=lambda r: r["pyvene_test_iia"])
-    ratio = theirs["wall_s"] / ours_s
+    ratio, target = theirs["wall_s"] / ours_s, GRIDS[args.grid].target
     agree = abs(ours_best["test_iia"] - theirs_best["pyvene_test_iia"]) <= 0.03 + 1e-9  # 1.00 - 0.97 is 0.0300...03
     kind = "extrapolated from " + str(len(theirs["trials"])) + " trials" if theirs["extrapolated"] else "measured"
     print(f"\nwall time: align-search {ours_s:.0f} s, pyvene trial by trial {theirs['wall_s']:.0f} s ({kind}): "
-          f"{ratio:.1f}x ({'MET' if ratio >= 10 else 'MISSED'} >= 10x)")
+          f"{ratio:.1f}x ({'MET' if ratio >= target else 'MISSED'} >= {target:g}x)")
     print(f"best hypothesis: align-search {ours_best['hypothesis']} IIA {ours_best['test_iia']:.3f}; pyvene "
           f"{theirs_best['hypothesis']} IIA {theirs_best['pyvene_test_iia']:.3f} "
           f"({'MET' if agree else 'MISSED'}: within 0.03)")

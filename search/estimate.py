@@ -3,17 +3,18 @@
 A grid of every token x three components x every layer is large, so its cost is stated up
 front, and measured rather than guessed. A probe in the driver runs the first waiting trial
 (`alignment.trial.run_trial`, the trials' own code) on the sweep's own model, pairs and batch
-size, shortened, at the deepest and at the shallowest site of the grid: with 1 step and with
-1 + PROBE_STEPS steps (one run each, after one warm-up run before the first site: taking the
-least of two runs doubled the probe, 53 s of a SmolLM2-135M sweep's 249; benchmarks/README.md).
-The difference gives
-the seconds of one optimizer step; a scored pair (prealign, dev and test IIA: one forward pass,
-no backward) is taken as a third of a step's forward and backward per example, step / (3 x
-batch); what the 1-step run took beyond its step and its scored pairs is the trial's fixed cost
-(building its data and interchange, its cache, saving its outputs). Step, pair and fixed cost
-are taken on the line through the two sites by the number of decoder layers a step runs. Each
-waiting trial then costs steps x step + scored pairs x pair + fixed + TUNE_SECONDS, and the
-grid that sum divided by `resources.concurrency`.
+size, shortened to 1 + PROBE_STEPS steps, once at the deepest and once at the shallowest site of
+the grid, and reads the run's own phases (`alignment.timing`): the seconds of one optimizer step
+(the mean of its steps), of a scored pair (prealign, dev and test IIA over its batch-sized dev
+and test splits), and the rest, the trial's fixed cost (its data and interchange, saving its
+outputs). When the driver has built the sweep's shared files (search/caches.py), the probe maps
+them as the trials will; otherwise one warm-up run comes first (first calls allocate and
+initialise), and the fixed cost includes a cache over the probe's few prompts only. Step, pair and
+fixed cost are taken on the line through the two sites by the number of decoder layers a step
+runs. Each waiting trial then costs steps x step + scored pairs x pair + fixed + TUNE_SECONDS,
+and the grid that sum divided by `resources.concurrency`. (The probe used to run each site twice
+and take the least, and then with 1 and with 1 + PROBE_STEPS steps: 53 s, then 27 s, of a
+SmolLM2-135M sweep; benchmarks/README.md.)
 
 TUNE_SECONDS is what the probe cannot see: Ray starting, Tune scheduling the trial in a worker,
 the trainable reading its pairs and prompts from the sweep folder, the driver mirroring it into
@@ -36,6 +37,7 @@ from pathlib import Path
 import torch
 
 from alignment.models import LoadedModel, is_gguf, load_model
+from alignment.timing import Phases, recording
 from alignment.train import total_steps
 from alignment.trial import TrialInputs, run_trial
 from causal_models.hypotheses import Hypothesis
@@ -185,22 +187,24 @@ def _probe_site(config: SweepConfig, folder: SweepFolder, spec: TrialSpec, loade
     batch = config.train.batch_size * config.train.gradient_accumulation
     m = max(1, min(batch, len(rows["dev"]), len(rows["test"])))
     splits = {"train": rows["train"][:batch], "dev": rows["dev"][:m], "test": rows["test"][:m]}
+    inputs = (TrialInputs(loaded, splits, str(folder.cache_dir), load_prompts(folder.prompts_file)) if shared
+              else TrialInputs(loaded, splits))
     with tempfile.TemporaryDirectory(prefix="align-search-probe-") as scratch:
-        def seconds(steps: int) -> float:
+        def run(steps: int) -> tuple[float, Phases]:
             settings = replace(trial, train=replace(trial.train, max_steps=steps))
             started = time.perf_counter()
-            inputs = (TrialInputs(loaded, splits, str(folder.cache_dir), load_prompts(folder.prompts_file)) if shared
-                      else TrialInputs(loaded, splits))
-            run_trial(settings, Path(scratch) / str(steps), inputs)
-            return time.perf_counter() - started
+            with recording(Phases()) as phases:
+                run_trial(settings, Path(scratch) / str(steps), inputs)
+            return time.perf_counter() - started, phases
 
-        if warm_up:  # first calls allocate and initialise
-            seconds(1)
-        once, more = seconds(1), seconds(1 + PROBE_STEPS)
-    step = max((more - once) / PROBE_STEPS, 0.0)
-    pair = step / (3 * batch)
-    scored = 4 * m  # prealign over dev and test, dev IIA once, test IIA once
-    return TrialCost(depth_of(spec.hypothesis, n_layers), step, pair, max(once - step - scored * pair, 0.0))
+        if warm_up and not shared:  # first calls allocate and initialise (the shared files' build did, if built)
+            run(1)
+        seconds, phases = run(1 + PROBE_STEPS)
+    step = phases.seconds["step"] / phases.counts["step"]
+    scoring = sum(phases.seconds.get(name, 0.0) for name in ("prealign", "dev_eval", "test_eval"))
+    pair = scoring / (4 * m)  # prealign over dev and test, dev IIA once, test IIA once
+    fixed = seconds - phases.seconds["step"] - scoring
+    return TrialCost(depth_of(spec.hypothesis, n_layers), step, pair, max(fixed, 0.0))
 
 
 def _duration(seconds: float) -> str:

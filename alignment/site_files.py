@@ -40,6 +40,8 @@ def load_or_build(path: Path, build: Callable[[Path], None]) -> np.ndarray:
     One process builds (under an exclusive lock beside the file), the others wait and map it; a
     build that fails leaves no file, so the next trial builds again.
     """
+    if path.exists():  # it appears whole (os.replace), so a built file is mapped without the lock
+        return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f"{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -76,18 +78,26 @@ def stacked(keys_values: KeysValues) -> Tensor:
 class KeyValueFile:
     """Prefix keys and values for the suffix path, read from a `.kv` file (see the module docstring).
 
+    On the CPU, each batch gathers its rows from the mapped file (the page cache holds it once for
+    every trial of the machine). On an accelerator the site's layers are copied to it once, in the
+    model's dtype, so that a step copies nothing from the host.
+
     Args:
         array: the mapped file, (stored prompts, layers, 2, kv_heads, tokens - 1, head_dim).
         rows: (stored prompts,) the prompt table's row of each stored prompt.
         n_rows: the prompt table's size.
         skip: leading layers of the file below the site's first upper layer (a file built at a lower layer).
+        resident: copy the site's layers to `device` once (default: when it is not the CPU).
     """
 
     def __init__(self, array: np.ndarray, rows: np.ndarray, n_rows: int, skip: int, device: torch.device,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, resident: bool | None = None):
         self.array, self.skip, self.device, self.dtype = array, skip, device, dtype
         self.slot_of = torch.full((n_rows,), -1, dtype=torch.long)
         self.slot_of[torch.from_numpy(np.asarray(rows, dtype=np.int64))] = torch.arange(len(rows))
+        self.resident: Tensor | None = None
+        if resident if resident is not None else torch.device(device).type != "cpu":
+            self.resident = torch.from_numpy(np.ascontiguousarray(array[:, skip:])).to(device, dtype)
 
     def holds(self, rows: Tensor) -> bool:
         return bool((self.slot_of[rows.cpu()] >= 0).all())
@@ -95,8 +105,12 @@ class KeyValueFile:
     def gather(self, rows: Tensor, tokens: int) -> KeysValues:
         """Per layer from the site's first upper one, (B, kv_heads, `tokens`, head_dim) keys and values of `rows`
         (every one of them stored: `holds`)."""
-        block = self.array[self.slot_of[rows.cpu()].numpy(), self.skip:, :, :, :tokens]
-        both = torch.from_numpy(np.ascontiguousarray(block)).to(self.device, self.dtype)
+        slots = self.slot_of[rows.cpu()]
+        if self.resident is not None:
+            both = self.resident[slots.to(self.resident.device), :, :, :, :tokens]
+        else:
+            block = self.array[slots.numpy(), self.skip:, :, :, :tokens]
+            both = torch.from_numpy(np.ascontiguousarray(block)).to(self.device, self.dtype)
         return [(both[:, layer, 0], both[:, layer, 1]) for layer in range(both.shape[1])]
 
 

@@ -2,6 +2,7 @@
 values from the store) gives the plain path's logits and the intervention's gradients: per architecture,
 with left padding and per-example positions, at a layer's output and at its attention and MLP outputs."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from alignment.batches import build_trial_data
 from alignment.frozen import FrozenSite
 from alignment.hooks import capture_output
 from alignment.models import LoadedModel
+from alignment.site_files import KeyValueFile, rows_file
 from alignment.sites import component_site
 from tests.helpers import tiny_model
 from tests.unit.alignment.test_frozen_paths import TASK, mixed_rows
@@ -237,3 +239,15 @@ def test_a_file_of_some_rows_serves_them_and_the_others_are_computed(price_token
     assert again.frozen.shared_keys_values.holds(bases[:3])  # the file is mapped, not built again for every row
     assert_suffix_equals_plain(again, held)
     assert again.frozen.store.used == 0
+
+
+def test_keys_and_values_copied_to_the_device_once_equal_the_plain_path(price_tokenizer, tmp_path):
+    """What an accelerator does (the file's layers resident on the device, in the model's dtype), here on the CPU."""
+    interchange, pairs = suffix_interchange(price_tokenizer, "qwen2", 1, "attention", "4+last", None,
+                                            cache_dir=tmp_path)
+    shared = interchange.frozen.shared_keys_values
+    interchange.frozen.shared_keys_values = KeyValueFile(shared.array, np.load(rows_file(next(tmp_path.glob("*.kv")))),
+                                                         len(interchange.frozen.table), shared.skip, shared.device,
+                                                         shared.dtype, resident=True)
+    assert interchange.frozen.shared_keys_values.resident is not None
+    assert_suffix_equals_plain(interchange, pairs)

@@ -308,11 +308,11 @@ class FrozenSite:
         if cache_dir is None:
             return self._build_cache().to(self.device)
         assert self.decoder is not None  # only a site in the decoder layers is cached
-        prefix = self._file_prefix()
-        path = cache_dir / f"{prefix}{self.decoder[1]}{HIDDEN}"
+        prefix, layer = self._file_prefix(), self.decoder[1]
+        path = cache_dir / f"{prefix}{layer}{HIDDEN}"
 
         def build(temporary: Path) -> None:
-            lower = [layer for layer in cached_layers(cache_dir, prefix, HIDDEN) if layer < self.decoder[1]]
+            lower = [d for d in cached_layers(cache_dir, prefix, HIDDEN) if d < layer]
             below = (max(lower), np.load(cache_dir / f"{prefix}{max(lower)}{HIDDEN}", mmap_mode="r")) if lower else None
             log.info("caching hidden states of %d prompts at %s into %s%s", len(self.table), self.resume_site,
                      path, f", from layer {below[0]}'s" if below else "")

@@ -180,6 +180,7 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
             loaded, skipped, shared = _driver_model(config, folder, specs)
         with phase("plan"), recording(Phases()):  # the probe trial's own phases are not the driver's
             announce(plan_line(config, folder, specs, loaded, skipped, shared))
+            _release(loaded)
             del loaded  # the driver holds no model while the trials run
         with phase("tracking"):
             tracker.start_parent(to_dict(config))
@@ -210,6 +211,15 @@ def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
     facts = model_facts(resolve_model_path(config))
     plan = plan_sweep(config, folder, specs, facts.layers, template_name(config, facts.meta), loaded, skipped, shared)
     return plan.line(config.resources.concurrency)
+
+
+def _release(loaded: LoadedModel | None) -> None:
+    """Give back the accelerator memory of the driver's model, which the trials are about to need."""
+    if loaded is not None and next(loaded.model.parameters()).is_cuda:
+        import torch
+
+        loaded.model.to("cpu")
+        torch.cuda.empty_cache()
 
 
 def _driver_model(config: SweepConfig, folder: SweepFolder,

@@ -24,9 +24,10 @@ from contextlib import contextmanager
 
 import torch
 
+from alignment.batches import build_trial_data
 from alignment.frozen import FrozenSite
 from alignment.models import LoadedModel
-from alignment.prompts import PromptTable, build_prompt_table
+from alignment.prompts import PromptTable
 from alignment.sites import component_site, site_layer
 from search.config import SweepConfig
 from search.folder import SweepFolder, TrialSpec
@@ -49,11 +50,9 @@ def why_not_built(config: SweepConfig) -> str | None:
 
 
 def sweep_table(folder: SweepFolder, loaded: LoadedModel) -> PromptTable:
-    """The one prompt table every trial of the sweep builds (`TrialInputs.table_prompts`)."""
-    prompts = load_prompts(folder.prompts_file)
-    positions = [{k: v for k, v in p.items() if v is not None} for _, p in prompts]
-    names = sorted({name for p in positions for name in p})
-    return build_prompt_table(loaded.tokenizer, [text for text, _ in prompts], positions, names)
+    """The one prompt table every trial of the sweep builds, built the trials' way (`TrialInputs.table_prompts`):
+    the same table, so the same files."""
+    return build_trial_data(loaded.tokenizer, {}, [], [], load_prompts(folder.prompts_file)).table
 
 
 def base_rows(folder: SweepFolder, table: PromptTable) -> torch.Tensor:

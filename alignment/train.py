@@ -47,6 +47,8 @@ from alignment.timing import phase
 
 log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any], Callable[[], "TrainState"]], None]
+# Whether the caller (a sweep) may stop the trial at an evaluation, from that evaluation's `report` row.
+MayStop = Callable[[dict[str, Any]], bool]
 
 
 class TrialDiverged(RuntimeError):

@@ -17,7 +17,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from alignment.prompts import PromptTable
 from alignment.results import TrialResult
 from alignment.sites import component_site
 from alignment.timing import phase
-from alignment.train import Report, TrainResult, TrainState, train
+from alignment.train import MayStop, Report, TrainResult, TrainState, train
 from causal_models import Hypothesis, get_task, make_splits, to_dataset
 from causal_models.dataset import row_floors
 
@@ -130,13 +131,17 @@ def prepare_trial(config: TrialConfig, output: Path, inputs: TrialInputs,
 
 def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs | None = None,
               report: Report | None = None, resume: TrainState | None = None,
-              parallel: DataParallel | None = None) -> TrialResult:
+              parallel: DataParallel | None = None, may_stop: MayStop | None = None) -> TrialResult:
     """Train and evaluate one hypothesis; write the outputs; return the result (also summary.json).
 
-    With `report` (a sweep), every evaluation that improves the best dev IIA also evaluates
-    the test split with that state and hands it to `report` as the row's "test_at_best"
-    (`iia_fields` plus "step" and "boundary_widths"): a trial stopped at any report has its
-    test IIA at its best dev state. `parallel` is for a worker of a sharded trial
+    With `report` (a sweep), an evaluation at which the caller may stop the trial also
+    evaluates the test split at the best state so far and hands it to `report` as the row's
+    "test_at_best" (`iia_fields` plus "step" and "best_dev_iia" of that state, and its
+    "boundary_widths"): a trial stopped there has its test IIA at its best dev state. The
+    caller says where it may stop the trial with `may_stop` (from the evaluation's row); without
+    it, at every evaluation that moves the best state (`_with_test_at_best`). A trial that runs
+    to its end is scored by the test evaluation after training, so a caller that can stop it
+    nowhere pays for no other. `parallel` is for a worker of a sharded trial
     (cluster.run_sharded_trial), which runs this on every worker with its part of each batch.
     """
     started = time.perf_counter()
@@ -149,7 +154,7 @@ def run_trial(config: TrialConfig, output_dir: str | Path, inputs: TrialInputs |
         (output / "summary.json").unlink(missing_ok=True)
         shutil.rmtree(output / "intervention", ignore_errors=True)
     if report is not None:
-        report = _with_test_at_best(report, trial, parallel)
+        report = _with_test_at_best(report, trial, parallel, may_stop)
     with open(output / "metrics.jsonl", "w" if resume is None else "a") as metrics:
         def record(row: dict[str, Any]) -> None:
             metrics.write(json.dumps(row) + "\n")
@@ -180,20 +185,78 @@ def iia_fields(answers: Tensor, full_vocab: Tensor) -> dict[str, Any]:
             "test_correct": encode(answers.tolist())}
 
 
-def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None) -> Report:
-    """`report`, with the test split evaluated whenever the best state moves to this evaluation (not at
-    the last: the summary's test evaluation follows it). The best state can move without the best dev
-    IIA rising: the first near-hard evaluation replaces a soft-phase best (`alignment.train._better`)."""
+def _with_test_at_best(report: Report, trial: PreparedTrial, parallel: DataParallel | None,
+                       may_stop: MayStop | None = None) -> Report:
+    """`report`, with the row's "test_at_best" (the test split at the best state so far) wherever `may_stop`
+    says the caller may stop the trial, or, without it, wherever the best state moves to this evaluation.
+    Never at the last evaluation: the summary's test evaluation follows it.
+
+    Each best state is evaluated once; a later report with the same best state carries the same
+    fields. The best state can be older than the current one (it moved at an evaluation where the
+    trial could not be stopped): it is then loaded for the test evaluation (`_at_state`). The best
+    state can also move without the best dev IIA rising: the first near-hard evaluation replaces a
+    soft-phase best (`alignment.train._better`).
+    """
+    when = may_stop or _best_is_here
+    tested: list[dict[str, Any]] = []  # the fields of the best state evaluated last
 
     def wrapped(row: dict[str, Any], snapshot: Callable[[], TrainState]) -> None:
-        if row["best_step"] == row["step"] and not row.get("final"):
-            with phase("test_eval"):
-                answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
-                                                 trial.config.train.eval_batch_size, parallel)
-            row = {**row, "test_at_best": {"step": row["step"], "best_dev_iia": row["best_dev_iia"],
-                                           **iia_fields(answers, full), **_site_fields(trial)}}
-        report(row, snapshot)
+        if row.get("final") or not when(row):
+            report(row, snapshot)
+            return
+        shared = _once(snapshot)
+        if not tested or tested[0]["step"] != row["best_step"]:
+            tested[:] = [_test_at_best(trial, row, shared, parallel)]
+        report({**row, "test_at_best": dict(tested[0])}, shared)
     return wrapped
+
+
+def _best_is_here(row: dict[str, Any]) -> bool:
+    return bool(row["best_step"] == row["step"])
+
+
+def _test_at_best(trial: PreparedTrial, row: dict[str, Any], snapshot: Callable[[], TrainState],
+                  parallel: DataParallel | None) -> dict[str, Any]:
+    """The test fields and hard widths of the best state as of `row`: the current state, or the saved best."""
+    best = None
+    if row["best_step"] != row["step"]:
+        best = snapshot().best_intervention
+        if best is None:
+            raise RuntimeError(f"the best state (step {row['best_step']}) is missing from the training state")
+    with _at_state(trial.interchange.intervention, best):
+        with phase("test_eval"):
+            answers, full = correct_per_pair(trial.interchange, trial.positioned["test"], trial.data.answer_ids,
+                                             trial.config.train.eval_batch_size, parallel)
+        return {"step": row["best_step"], "best_dev_iia": row["best_dev_iia"], **iia_fields(answers, full),
+                **_site_fields(trial)}
+
+
+@contextmanager
+def _at_state(intervention: torch.nn.Module, state: Mapping[str, Tensor] | None) -> Iterator[None]:
+    """`intervention` at `state` (parameters and buffers, the temperature too) for the block, then back to
+    exactly what it was (None: as it is). Values are copied in place, so the optimizer keeps its
+    parameters; no rotation is cached between calls (`Basis.materialized` computes it per block)."""
+    if state is None:
+        yield
+        return
+    current = {name: value.detach().clone() for name, value in intervention.state_dict().items()}
+    intervention.load_state_dict(state)
+    try:
+        yield
+    finally:
+        intervention.load_state_dict(current)
+
+
+def _once(snapshot: Callable[[], TrainState]) -> Callable[[], TrainState]:
+    """`snapshot`, taken at most once: the test evaluation and the caller's report (its checkpoint) share one
+    copy of the training state, which the restored intervention still matches."""
+    taken: list[TrainState] = []
+
+    def shared() -> TrainState:
+        if not taken:
+            taken.append(snapshot())
+        return taken[0]
+    return shared
 
 
 def _site_fields(trial: PreparedTrial) -> dict[str, Any]:

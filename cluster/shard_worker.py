@@ -108,6 +108,6 @@ def train_worker(payload: dict[str, Any]) -> None:
         reports = _RankReports(rank, Path(scratch), payload["checkpoints"])
         inputs = TrialInputs(loaded=sharded.loaded, splits=payload["splits"], cache_dir=None)
         summary = run_trial(config, scratch, inputs, report=reports.eval_report, resume=payload["resume"],
-                            parallel=parallel)
+                            parallel=parallel, may_stop=payload.get("may_stop"))
         reports.final_report(dataclasses.replace(summary, workers=parallel.world_size,
                                                  parameter_share_per_worker=round(sharded.local_share(), 4)))

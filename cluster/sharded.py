@@ -56,7 +56,7 @@ from alignment.hub import hub_id, local_path
 from alignment.models import ModelLoadError
 from alignment.persistence import atomic_write_text
 from alignment.results import TrialResult
-from alignment.train import Report, TrainState
+from alignment.train import MayStop, Report, TrainState
 from cluster.janitor import PlacementGroupJanitor
 from cluster.shard_worker import INTERVENTION, TRAIN_STATE, load_train_state, train_worker
 
@@ -78,7 +78,7 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
                       resume: TrainState | None = None, *, splits: Mapping[str, Rows] | None = None,
                       use_gpu: bool = False, cpus_per_worker: float = 1.0,
                       zero_options: dict[str, Any] | None = None, storage_path: str | None = None,
-                      timeout_s: float | None = None) -> TrialResult:
+                      timeout_s: float | None = None, may_stop: MayStop | None = None) -> TrialResult:
     """Train and evaluate one hypothesis on `workers` Ray Train workers sharing the frozen model.
 
     Args:
@@ -89,6 +89,8 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
         storage_path: where Ray Train keeps checkpoints (shared storage on multi-node clusters).
         timeout_s: give up after this many seconds (ShardedTrialStopped); the Train run then stops at
             its next report, or when its collectives time out if a worker hangs.
+        may_stop: as for `alignment.trial.run_trial`; it runs on every worker (the test evaluations
+            are collectives, so all must decide alike: it may read only the row), hence picklable.
     Returns:
         The result (also written to output_dir/summary.json), with `workers` and `parameter_share_per_worker`.
     """
@@ -101,7 +103,7 @@ def run_sharded_trial(config: TrialConfig, output_dir: str | Path, workers: int,
     model_path = config.model_path if hub_id(config.model_path) else os.path.abspath(config.model_path)
     payload = {"config": replace(config, model_path=model_path), "splits": splits,
                "resume": resume, "use_gpu": use_gpu, "zero_options": zero_options,
-               "checkpoints": report is not None}
+               "checkpoints": report is not None, "may_stop": may_stop}
     relay = _Relay.create()
     try:
         fit = _FitThread(_trainer(payload, workers, use_gpu, cpus_per_worker, str(storage), relay))

@@ -10,7 +10,8 @@
                           from the highest layer below it already cached)
       trials/<key>/       each trial's config.json, metrics.jsonl, intervention/, summary.json, status.json,
                           checkpoint/, attempts.jsonl (one line per attempt: pid, node, step it resumed from),
-                          best.json (test IIA and widths at the best dev state so far: a stopped trial's score),
+                          best.json (test IIA and widths at the best dev state so far, written at the reports
+                          where the sweep may stop the trial: a stopped trial's score),
                           timings.json (its last attempt's seconds by phase: model, data, site, step, dev_eval, ...)
       ray/                Ray Tune's experiment state (for --resume)
       mlflow.db           the default MLflow store; mlartifacts/ its artifacts

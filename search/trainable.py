@@ -5,9 +5,12 @@ list, the per-layer hidden-state cache), trains through `alignment.trial.run_tri
 reports dev IIA to Tune after every evaluation, with `hard_reports` (evaluations since the
 mask became near-hard, `search/tune_parts.py`), so ASHA can stop it. After every evaluation
 it also writes a checkpoint into its trial folder (`search/checkpoint.py`), so a retried
-trial or a resumed sweep continues from there, and, when the dev IIA reached a new best,
-`best.json`: the test IIA (with its interval and per-pair correctness) and the hard widths at
-that best state, which is all the report needs of a trial stopped early.
+trial or a resumed sweep continues from there, and, at an evaluation where the sweep may stop
+the trial (`search.tune_parts.may_stop`), `best.json`: the test IIA (with its interval and
+per-pair correctness) and the hard widths at the best dev state so far, which is all the
+report needs of a trial stopped early. Only a stopped trial's best.json is read: a trial that
+nothing can stop (FIFO without the collapse rule, the controls phase) evaluates its test split
+once, at its end, and one that can be stopped evaluates each best state once, where it might be.
 
 A trial whose summary (or final status) already exists reports it and returns: a resumed
 sweep never re-runs finished work. A diverged trial (NaN loss) is recorded as such and ends
@@ -116,7 +119,9 @@ def _run(tune: Any, folder: SweepFolder, key: str, phases: Phases) -> None:
         trial = trial_config(config, spec, model_path, template)
         rows = _rows(*_stamped(folder.data_dir(spec.hypothesis.causal_model, spec.hypothesis.variables) / "done"))
         inputs = TrialInputs(loaded, rows, str(folder.cache_dir), _prompts(*_stamped(folder.prompts_file)))
-    reporter = _reporter(tune, folder, key, _hard_reports(config, spec.hypothesis.intervention), phases)
+    hard = _hard_reports(config, spec.hypothesis.intervention)
+    reporter = _reporter(tune, folder, key, hard, phases)
+    may_stop = _may_stop(config, spec, hard)
     summary: TrialResult | UntrainedResult
     try:
         if spec.role in UNTRAINED:
@@ -125,9 +130,9 @@ def _run(tune: Any, folder: SweepFolder, key: str, phases: Phases) -> None:
         elif config.hypotheses.shard > 1:
             from cluster.sharded import run_sharded_trial
             summary = run_sharded_trial(trial, trial_dir, config.hypotheses.shard, reporter, resume,
-                                        splits=rows, use_gpu=config.resources.gpu > 0)
+                                        splits=rows, use_gpu=config.resources.gpu > 0, may_stop=may_stop)
         else:
-            summary = run_trial(trial, trial_dir, inputs, report=reporter, resume=resume)
+            summary = run_trial(trial, trial_dir, inputs, report=reporter, resume=resume, may_stop=may_stop)
     except TrialDiverged as error:
         folder.write_status(key, status="diverged", error=str(error))
         phases.write(trial_dir / TIMINGS)
@@ -178,6 +183,21 @@ def _hard_reports(config: Any, kind: str) -> Callable[[int], int]:
     return lambda step: hard_reports(step, total, config.train.eval_every, hard_step)
 
 
+def _judged_fields(row: dict[str, Any], hard: Callable[[int], int]) -> dict[str, Any]:
+    """What the scheduler and the stopper judge an evaluation's report by (`search.tune_parts.may_stop`)."""
+    return {"hard_reports": hard(row["step"]), "min_width": row["min_width"], "final": row["final"]}
+
+
+def _may_stop(config: Any, spec: Any, hard: Callable[[int], int]) -> Callable[[dict[str, Any]], bool]:
+    """Whether the sweep may stop this trial at an evaluation, from its row: the scheduler's and the stopper's
+    conditions (`search.tune_parts.may_stop`) on what the reporter sends Tune. Picklable (cloudpickle), for the
+    workers of a sharded trial, which evaluate the test split."""
+    from search.tune_parts import StopRule
+
+    rule = StopRule.of(config, spec)
+    return lambda row: rule(_judged_fields(row, hard))
+
+
 def _reporter(tune: Any, folder: SweepFolder, key: str, hard: Callable[[int], int], phases: Phases) -> Any:
     trial_dir = folder.trial_dir(key)
 
@@ -191,6 +211,5 @@ def _reporter(tune: Any, folder: SweepFolder, key: str, hard: Callable[[int], in
         with phase("tune_report"):
             tune.report({"iia": row["dev_iia"], "dev_iia": row["dev_iia"],
                          "dev_iia_full_vocab": row["dev_iia_full_vocab"], "step": row["step"],
-                         "hard_reports": hard(row["step"]), "min_width": row["min_width"],
-                         "temperature": row["temperature"], "final": row["final"], **_node()})
+                         **_judged_fields(row, hard), "temperature": row["temperature"], **_node()})
     return report

@@ -13,7 +13,9 @@ Who stopped a trial is taken from the decision itself: `SweepASHA` and `Collapse
 write each stop into a shared `StopLedger`, which the driver callback reads when the trial
 ends (`stopped_by` = "asha" or "collapse" in its status.json, results.csv and MLflow run).
 A trial stopped early keeps what it reported: its best dev IIA, and its test IIA at that
-best state (`best.json`, written by the trainable as the trial reports).
+best state (`best.json`). Only a stopped trial's best.json is read, so the trainable evaluates
+the test split only at the reports where the sweep may stop the trial (`may_stop`, the same
+conditions the scheduler and the stopper act on), and only when its best state moved since.
 """
 
 from __future__ import annotations
@@ -83,6 +85,51 @@ def _judged(result: dict[str, Any]) -> bool:
     return not (result.get("done") or result.get("final")) and int(result.get("hard_reports") or 0) >= 1
 
 
+def asha_exempt(config: SweepConfig, specs: list[TrialSpec]) -> set[str]:
+    """The keys of the trials ASHA leaves alone: those of the task's control causal models (see `SweepASHA`)."""
+    controls = set(get_task(config.task).controls)
+    return {s.key for s in specs if s.hypothesis.causal_model in controls}
+
+
+def collapsed(scheduler: SchedulerConfig, result: dict[str, Any]) -> bool:
+    """The collapse rule, as `CollapseStopper` applies it: a judged report, at least `collapse_after` hard
+    reports in, with some variable's hard width at most `collapse_width` (never when that is negative)."""
+    if scheduler.collapse_width < 0 or not _judged(result) or result.get("min_width") is None:
+        return False
+    return bool(result["hard_reports"] >= scheduler.collapse_after and result["min_width"] <= scheduler.collapse_width)
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Whether the sweep may stop one trial at a report: `may_stop` with the trial's exemption looked up once
+    (a user's task file is imported again on every look-up). Picklable, for the workers of a sharded trial."""
+
+    scheduler: SchedulerConfig
+    grid: bool
+    by_asha: bool
+
+    @staticmethod
+    def of(config: SweepConfig, spec: TrialSpec) -> StopRule:
+        grid = spec.phase == "grid"
+        by_asha = grid and config.scheduler.kind == "asha" and not asha_exempt(config, [spec])
+        return StopRule(config.scheduler, grid, by_asha)
+
+    def __call__(self, result: dict[str, Any]) -> bool:
+        return self.grid and ((self.by_asha and _judged(result)) or collapsed(self.scheduler, result))
+
+
+def may_stop(config: SweepConfig, spec: TrialSpec, result: dict[str, Any]) -> bool:
+    """Whether `early_stopping`'s scheduler or stopper may stop this trial at the report `result` (its
+    "hard_reports", "min_width" and "final"): ASHA at any judged report of a grid trial it does not exempt
+    (whether it does depends on the other trials of the rung), the collapse rule exactly where it acts
+    (`collapsed`, grid only), nothing in the controls phase.
+
+    The trainable evaluates the test split at the best state only at such reports, for best.json: a
+    report this says False about must be one no stop can follow, so it errs towards True, never False.
+    """
+    return StopRule.of(config, spec)(result)
+
+
 class SweepASHA(ASHAScheduler):
     """ASHA in hard reports that records its stops and leaves the exempt trials alone.
 
@@ -133,11 +180,9 @@ def early_stopping(config: SweepConfig, specs: list[TrialSpec], phase: str) -> E
     stopper = CollapseStopper(config.scheduler, ledger)
     if config.scheduler.kind != "asha":
         return EarlyStopping(FIFOScheduler(), stopper, ledger)
-    controls = set(get_task(config.task).controls)
-    exempt = {s.key for s in specs if s.hypothesis.causal_model in controls}
     grace = config.scheduler.grace_period
-    asha = SweepASHA(ledger, exempt, max_t=max(reports_per_trial(config) + 2, grace), grace_period=grace,
-                     reduction_factor=config.scheduler.reduction_factor)
+    asha = SweepASHA(ledger, asha_exempt(config, specs), max_t=max(reports_per_trial(config) + 2, grace),
+                     grace_period=grace, reduction_factor=config.scheduler.reduction_factor)
     return EarlyStopping(asha, stopper, ledger)
 
 
@@ -170,15 +215,13 @@ class CollapseStopper(Stopper):
     at its `collapse_after`-th hard report or later (the mask is hard: a width-0 boundary will not regrow)."""
 
     def __init__(self, config: SchedulerConfig, ledger: StopLedger):
-        self.width, self.after, self.ledger = config.collapse_width, config.collapse_after, ledger
+        self.config, self.ledger = config, ledger
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        if self.width < 0 or not _judged(result) or result.get("min_width") is None:
+        if not collapsed(self.config, result):
             return False
-        collapsed = result["hard_reports"] >= self.after and result["min_width"] <= self.width
-        if collapsed:
-            self.ledger.record(trial_id, "collapse")
-        return bool(collapsed)
+        self.ledger.record(trial_id, "collapse")
+        return True
 
     def stop_all(self) -> bool:
         return False

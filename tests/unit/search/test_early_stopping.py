@@ -5,8 +5,19 @@ from types import SimpleNamespace
 from ray.tune.schedulers import TrialScheduler
 
 from alignment.config import PAPER_2023, InterventionConfig
-from search.config import SchedulerConfig
-from search.tune_parts import CollapseStopper, StopLedger, SweepASHA, first_hard_step, hard_reports
+from causal_models import Hypothesis
+from search.config import SchedulerConfig, SweepConfig
+from search.folder import TrialSpec
+from search.tune_parts import (
+    CollapseStopper,
+    StopLedger,
+    StopRule,
+    SweepASHA,
+    early_stopping,
+    first_hard_step,
+    hard_reports,
+    may_stop,
+)
 
 
 def test_hard_reports_count_evaluations_after_the_mask_is_near_hard():
@@ -58,3 +69,67 @@ def test_the_collapse_rule_acts_once_the_mask_is_hard_and_records_it():
     assert stopper("a", result(0.5, 2, min_width=0)) and ledger.pop("a") == "collapse"
     off = CollapseStopper(SchedulerConfig(collapse_width=-1), ledger)
     assert not off("a", result(0.5, 5, min_width=0)) and ledger.pop("a") == ""
+
+
+def spec(causal_model: str = "left_boundary", phase: str = "grid") -> TrialSpec:
+    return TrialSpec(Hypothesis(causal_model, ("left_boundary",), 0, "last"), 0, phase)
+
+
+def sweep(**scheduler) -> SweepConfig:
+    return SweepConfig(scheduler=SchedulerConfig(**scheduler))
+
+
+def test_under_asha_a_grid_trial_may_be_stopped_at_every_judged_report_and_nowhere_else():
+    asha = sweep(kind="asha", collapse_width=-1)
+    assert may_stop(asha, spec(), result(0.5, 1, min_width=4))
+    assert may_stop(asha, spec(), result(0.5, 3, min_width=4))
+    assert not may_stop(asha, spec(), result(0.5, 0, min_width=4))  # the mask is still soft
+    assert not may_stop(asha, spec(), result(0.5, 3, min_width=4, final=True))  # the last evaluation
+    assert not may_stop(asha, spec(), result(0.5, 3, min_width=4, done=True))
+    # the task's control causal models are ASHA's exempt trials; nor is any control phase trial judged
+    control = spec("mid_point_distance")
+    assert early_stopping(asha, [spec(), control], "grid").scheduler.exempt == {control.key}
+    assert not may_stop(asha, spec("mid_point_distance"), result(0.5, 3, min_width=4))
+    assert not may_stop(asha, spec(phase="controls"), result(0.5, 3, min_width=0))
+
+
+def test_without_asha_only_the_collapse_rule_may_stop_a_trial_and_only_where_it_would():
+    fifo = sweep(kind="fifo", collapse_width=1, collapse_after=2)
+    assert may_stop(fifo, spec(), result(0.5, 2, min_width=1))
+    assert may_stop(fifo, spec(), result(0.5, 3, min_width=0))
+    assert not may_stop(fifo, spec(), result(0.5, 2, min_width=2))  # wider than collapse_width
+    assert not may_stop(fifo, spec(), result(0.5, 1, min_width=0))  # before collapse_after
+    assert not may_stop(fifo, spec(), result(0.5, 2, min_width=0, final=True))
+    assert not may_stop(fifo, spec(phase="controls"), result(0.5, 2, min_width=0))
+    off = sweep(kind="fifo", collapse_width=-1)
+    assert not any(may_stop(off, spec(), result(0.5, hard, min_width=0)) for hard in range(5))
+    # ASHA spares a control causal model; the collapse rule does not
+    asha = sweep(kind="asha", collapse_width=0, collapse_after=1)
+    assert may_stop(asha, spec("mid_point_distance"), result(0.5, 1, min_width=0))
+    assert not may_stop(asha, spec("mid_point_distance"), result(0.5, 1, min_width=1))
+
+
+def test_the_collapse_stopper_stops_exactly_where_the_rule_says_a_trial_may_be_stopped():
+    for width, after in ((0, 1), (1, 2), (2, 3), (-1, 1)):
+        config = sweep(kind="fifo", collapse_width=width, collapse_after=after)
+        stopper, rule = CollapseStopper(config.scheduler, StopLedger()), StopRule.of(config, spec())
+        for hard in range(5):
+            for min_width in range(4):
+                for final in (False, True):
+                    report = result(0.5, hard, min_width=min_width, final=final)
+                    assert stopper("a", report) == rule(report) == may_stop(config, spec(), report), report
+
+
+def test_a_trial_judges_its_evaluations_as_tune_sees_them_also_on_the_workers_of_a_sharded_trial():
+    """The trainable's `may_stop` reads an evaluation row through the hard reports it sends Tune, and survives
+    the pickling that takes it to the workers of a sharded trial (they run the test evaluations)."""
+    from ray import cloudpickle
+
+    from search.trainable import _hard_reports, _may_stop
+
+    config = sweep(kind="fifo", collapse_width=0, collapse_after=1)  # 300 steps, eval_every 50: hard from 179
+    rule = cloudpickle.loads(cloudpickle.dumps(_may_stop(config, spec(), _hard_reports(config, "boundless"))))
+    assert rule({"step": 200, "min_width": 0, "final": False})
+    assert not rule({"step": 150, "min_width": 0, "final": False})  # soft: no hard report yet
+    assert not rule({"step": 250, "min_width": 1, "final": False})
+    assert not rule({"step": 300, "min_width": 0, "final": True})

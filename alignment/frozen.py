@@ -28,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,23 @@ class FrozenSite:
             run_until_stopped(lambda: self._forward(inputs, cache))  # stops after the last layer: no head
         return cache_layers(cache, self.first_upper or 0)
 
+    def upper_pass(self, rows: Tensor, outputs: Sequence[int], keys_values: bool) -> tuple[list[Tensor], KeysValues]:
+        """One pass of prompts `rows` without gradient, every token, from the fast path's start (`decoder`'s cached
+        output): the outputs (B, T, width) of the decoder layers `outputs` (above `decoder`) and, with `keys_values`,
+        the keys and values (B, kv_heads, T, head_dim) of every layer above the site; without, the pass stops at
+        the last of `outputs` and there are none."""
+        assert self.decoder is not None and self.first_upper is not None
+        layer_list = self.decoder[0]
+        cache = prefix_cache(self.model, 0, []) if keys_values else None
+        last = self._last_layer if keys_values else f"{layer_list}.{max(outputs)}"
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(self._resumed_from(self.hidden(rows)))
+            captured = [stack.enter_context(capture_output(self.model, f"{layer_list}.{d}")) for d in outputs]
+            stack.enter_context(capture_output(self.model, last, stop=True))
+            run_until_stopped(lambda: self._forward(self._inputs(rows), cache))
+        return [c[0] for c in captured], cache_layers(cache, self.first_upper) if cache is not None else []
+
     def _editing(self, edit: Edit | None, positions: Tensor) -> AbstractContextManager[None]:
         """Within the block, the site's output is edited at `positions` (nothing when `edit` is None)."""
         if edit is None:
@@ -309,11 +326,13 @@ class FrozenSite:
             return self._build_cache().to(self.device)
         assert self.decoder is not None  # only a site in the decoder layers is cached
         prefix, layer = self._file_prefix(), self.decoder[1]
-        path = cache_dir / f"{prefix}{layer}{HIDDEN}"
+        path = self.file_path(cache_dir, layer, HIDDEN)
 
         def build(temporary: Path) -> None:
             lower = [d for d in cached_layers(cache_dir, prefix, HIDDEN) if d < layer]
-            below = (max(lower), np.load(cache_dir / f"{prefix}{max(lower)}{HIDDEN}", mmap_mode="r")) if lower else None
+            below = None
+            if lower:
+                below = max(lower), np.load(self.file_path(cache_dir, max(lower), HIDDEN), mmap_mode="r")
             log.info("caching hidden states of %d prompts at %s into %s%s", len(self.table), self.resume_site,
                      path, f", from layer {below[0]}'s" if below else "")
             save(temporary, self._build_cache(below=below).numpy())
@@ -327,7 +346,7 @@ class FrozenSite:
         prefix, layer = self._file_prefix(), self.decoder[1]
         lower = [d for d in cached_layers(cache_dir, prefix, KEYS_VALUES) if d <= layer]
         if lower:  # a file at or below the site holds every layer above it
-            path = cache_dir / f"{prefix}{max(lower)}{KEYS_VALUES}"
+            path = self.file_path(cache_dir, max(lower), KEYS_VALUES)
             return KeyValueFile(np.load(path, mmap_mode="r"), np.load(rows_file(path)), len(self.table),
                                 layer - max(lower), self.device, self.dtype)
         stored = torch.arange(len(self.table)) if rows is None else torch.unique(rows.cpu())
@@ -338,7 +357,7 @@ class FrozenSite:
         size = len(stored) * sum(t.numel() for pair in one for t in pair) * 4
         if size > budget_mb * 2**20:
             return None
-        path = cache_dir / f"{prefix}{layer}{KEYS_VALUES}"
+        path = self.file_path(cache_dir, layer, KEYS_VALUES)
 
         def build(temporary: Path, batch_size: int = 256) -> None:
             log.info("caching keys and values of %d prompts above %s into %s (%.0f MB)", len(stored),
@@ -353,6 +372,10 @@ class FrozenSite:
 
         array = load_or_build(path, build)
         return KeyValueFile(array, np.load(rows_file(path)), len(self.table), 0, self.device, self.dtype)
+
+    def file_path(self, cache_dir: Path, layer: int, kind: str) -> Path:
+        """The shared file of `kind` (site_files.HIDDEN or KEYS_VALUES) at decoder `layer` of this model and table."""
+        return cache_dir / f"{self._file_prefix()}{layer}{kind}"
 
     def _file_prefix(self) -> str:
         assert self.decoder is not None

@@ -3,8 +3,9 @@
 1. The sweep folder gets the resolved config, the trial list and the shared data (`prepare`).
 2. Ray starts locally (or joins `ray_address`); each trial asks for its resources.
 3. Tune runs one trial per hypothesis and seed; trials report dev IIA after every evaluation,
-   and their test IIA whenever the dev IIA reaches a new best (so a stopped trial is scored
-   like a finished one: test IIA at its best dev state). Once a trial's mask is near-hard,
+   and, where the scheduler or the collapse rule may stop them (`search.tune_parts.may_stop`),
+   their test IIA at their best dev state so far (so a stopped trial is scored like a finished
+   one; a trial nothing can stop is tested once, at its end). Once a trial's mask is near-hard,
    ASHA (metric "iia", mode max) stops weak trials at its rungs, and a stopper ends trials
    whose learned boundary collapsed to ~0 dimensions (`search/tune_parts.py`); the task's
    control causal models are never stopped by ASHA. `scheduler.kind = "fifo"` runs all.
@@ -24,14 +25,17 @@ sweep folder is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alignment.config_io import ConfigError, to_dict
 from alignment.timing import TIMINGS, Phases, phase, recording
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TUNE_NAME = "tune"
+T = TypeVar("T")
 WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)  # the CLI says these in one line
 
 
@@ -174,18 +179,22 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
     with recording(phases):
         with phase("prepare"):
             specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
-        with phase("tracking"):
-            tracker = tracker_for(config, folder)  # fails in one line, before any trial, when it does not answer
+        # MLflow's imports and store take a core for seconds, Ray's start is mostly waiting for its
+        # processes: each runs beside work that leaves room for it (the caches build, the probe).
+        tracking = alongside(partial(tracker_for, config, folder))
         with phase("caches"):
             loaded, skipped, shared = _driver_model(config, folder, specs)
-        with phase("plan"), recording(Phases()):  # the probe trial's own phases are not the driver's
-            announce(plan_line(config, folder, specs, loaded, skipped, shared))
-            _release(loaded)
-            del loaded  # the driver holds no model while the trials run
         with phase("tracking"):
-            tracker.start_parent(to_dict(config))
-            tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
+            tracker = tracking()  # fails in one line, before any trial, when it does not answer
+        planning = alongside(partial(plan_line, config, folder, specs, loaded, skipped, shared))
         with _ray(config):  # one Ray for both Tune runs: started once, its start reported apart
+            with phase("plan"):  # what of the probe is left once Ray has started
+                announce(planning())
+                _release(loaded)
+                del loaded, planning  # the driver holds no model while the trials run
+            with phase("tracking"):
+                tracker.start_parent(to_dict(config))
+                tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
             with phase("grid"):
                 _run_tune_phase(config, folder, specs, tracker, "grid")
             controls = plan_controls(config, folder)
@@ -201,6 +210,28 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
     phases.write(folder.path / TIMINGS)
     return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
                        None if tracker.available else tracker.uri)
+
+
+def alongside(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work` on a thread of its own; the function returned waits for it and returns its result or
+    raises its error. It runs in an empty context, without the caller's `recording`: its phases are not the caller's."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = contextvars.Context().run(work)
+        except BaseException as error:  # handed to the waiting caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="align-search-alongside", daemon=True)
+    thread.start()
+
+    def wait() -> T:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+    return wait
 
 
 def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], loaded: LoadedModel | None = None,
@@ -286,8 +317,9 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
         attempt = folder.update_state(attempts=folder.read_state().get("attempts", 0) + 1)["attempts"]
         stopping = early_stopping(config, specs, phase)
         callback = SweepCallback(folder, tracker, stopping.ledger, specs)
+        order = specs if phase == "grid" and config.scheduler.kind == "asha" else longest_first(config, specs)
         tuner = tune.Tuner(tune.with_resources(run_sweep_trial, resources), param_space={
-            "trial": tune.grid_search([s.key for s in specs]), "sweep_dir": str(folder.path.resolve())},
+            "trial": tune.grid_search([s.key for s in order]), "sweep_dir": str(folder.path.resolve())},
             tune_config=tune_config(config, stopping.scheduler),
             run_config=tune.RunConfig(
                 name=f"{TUNE_NAME}-{attempt}-{phase}", storage_path=str((folder.path / "ray").resolve()),
@@ -304,6 +336,16 @@ def _run_tune(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
     finally:
         if callback is not None:  # queued MLflow calls finish even when Tune stops with an error
             callback.stop_mirror()
+
+
+def longest_first(config: SweepConfig, specs: list[TrialSpec]) -> list[TrialSpec]:
+    """`specs` in the order to start them where no scheduler compares them (FIFO): those whose steps run the most
+    decoder layers first, so that the short trials fill the slots at the end (on the SmolLM2 IOI grid, the last
+    trial started alone 5 s before the end). ASHA keeps the grid's order: its rungs depend on who reports first."""
+    from search.estimate import depth_of
+
+    layers = model_facts(resolve_model_path(config)).layers
+    return sorted(specs, key=lambda spec: -depth_of(spec.hypothesis, layers))
 
 
 def _write_error(error: BaseException) -> OSError | None:

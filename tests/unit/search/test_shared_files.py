@@ -1,13 +1,16 @@
 """The driver builds the files a sweep's trials share (search/caches.py): once per layer, lowest first, the
 keys and values once; the trials then map them (same fingerprint) and build nothing."""
 
+import logging
 from dataclasses import replace
 
 import numpy as np
 
+from alignment.frozen import FrozenSite
 from alignment.models import load_model
+from alignment.sites import layer_site
 from alignment.trial import TrialInputs, run_trial
-from search.caches import build_shared_files, sweep_table, why_not_built
+from search.caches import base_rows, build_above, build_shared_files, sweep_table, why_not_built
 from search.config import load_config
 from search.estimate import plan_sweep
 from search.folder import SweepFolder
@@ -71,3 +74,42 @@ def test_a_cluster_or_sharded_sweep_leaves_the_files_to_its_trials(other_planted
         "the sweep runs on a cluster"
     assert why_not_built(sweep_config(other_planted, tmp_path, "hypotheses.shard=2")) == "the trials are sharded"
     assert why_not_built(sweep_config(other_planted, tmp_path, 'train.cache="off"')) == "train.cache is off"
+
+
+def test_the_one_pass_files_equal_those_built_site_by_site(other_planted, tmp_path, caplog):
+    """The driver runs each layer once per prompt (`build_above`); its files hold what each site builds alone."""
+    folder = SweepFolder(tmp_path / "sweep")
+    config = sweep_config(other_planted, folder.path)
+    specs = prepare_sweep(config, folder)
+    loaded = load_model(str(other_planted))
+    with caplog.at_level(logging.INFO, logger="search.caches"):
+        build_shared_files(config, folder, specs, loaded)
+    assert "in one pass" in caplog.text
+    table = sweep_table(folder, loaded)
+    bases = base_rows(folder, table)
+    alone = tmp_path / "alone"
+    for layer in (0, 1, 2):  # each site on its own, in its own folder: the trials' path
+        FrozenSite(loaded.model, layer_site(loaded.model, layer), table, cache_dir=alone / str(layer), kv_rows=bases)
+    for name in files(folder):
+        if name.endswith(".lock"):
+            continue
+        layer = int(name.split(".")[2])
+        own = [path for path in (alone / str(layer)).iterdir() if path.name.endswith(name)]
+        shared = np.load(next(folder.cache_dir.glob(f"*{name}")), mmap_mode="r")
+        assert own, f"{name}: the site alone built no such file"
+        np.testing.assert_allclose(shared, np.load(own[0], mmap_mode="r"), atol=1e-5, err_msg=name)
+
+
+def test_one_pass_is_skipped_where_it_does_not_apply(other_planted, tmp_path):
+    folder = SweepFolder(tmp_path / "sweep")
+    config = sweep_config(other_planted, folder.path)
+    prepare_sweep(config, folder)
+    loaded = load_model(str(other_planted))
+    table = sweep_table(folder, loaded)
+    bases = base_rows(folder, table)
+    lowest = FrozenSite(loaded.model, layer_site(loaded.model, 0), table, cache_dir=folder.cache_dir, kv_budget_mb=0,
+                        kv_rows=bases)
+    assert not build_above(lowest, [1, 2], bases, folder.cache_dir, budget_mb=1e-3)  # over the budget
+    assert not build_above(lowest, [1, 2], bases[:0], folder.cache_dir, budget_mb=64)  # no bases
+    assert build_above(lowest, [1, 2], bases, folder.cache_dir, budget_mb=64)
+    assert not build_above(lowest, [1, 2], bases, folder.cache_dir, budget_mb=64)  # built already: nothing again

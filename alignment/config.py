@@ -110,6 +110,9 @@ class TrainConfig:
         last token, GPT-2-small layer 6: benchmarks/README.md). Where it cannot apply (an
         attention kernel other than sdpa or eager, a sliding window shorter than the prompts, a
         site outside the decoder layers) every token runs; false always runs every token.
+    packed: on the CPU, the frozen model's float32 linear layers compute through oneDNN from
+        weights packed once at load (alignment/packed.py): the same products up to float32
+        rounding, about twice as fast at a step's few rows; false: torch's default product.
     """
 
     batch_size: int = 32
@@ -130,6 +133,7 @@ class TrainConfig:
     cache_budget_mb: float = 2048.0
     suffix_only: bool = True
     kv_budget_mb: float = 2048.0
+    packed: bool = True
     threads: int | None = None
     device: str | None = None
 

@@ -54,10 +54,11 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = False,
-               device: str | None = None) -> LoadedModel:
+               device: str | None = None, packed: bool = False) -> LoadedModel:
     """Load a frozen causal LM (eval mode, no gradients) and its fast tokenizer.
 
-    `path` is a model folder, a .gguf file or a Hugging Face Hub id (alignment/hub.py).
+    `path` is a model folder, a .gguf file or a Hugging Face Hub id (alignment/hub.py). `packed`: its
+    float32 linear layers on the CPU compute through oneDNN from packed weights (alignment/packed.py).
     """
     from transformers import AutoModelForCausalLM
 
@@ -75,6 +76,9 @@ def load_model(path: str | Path, bf16: bool = False, trust_remote_code: bool = F
     model.eval().requires_grad_(False)
     if device:
         model.to(device)
+    if packed:
+        from alignment.packed import pack_linears
+        pack_linears(model)
     return LoadedModel(model, tokenizer, str(path), read_meta(path))
 
 

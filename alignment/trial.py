@@ -110,7 +110,7 @@ def prepare_trial(config: TrialConfig, output: Path, inputs: TrialInputs,
     torch.manual_seed(config.train.seed)
     with phase("model"):
         loaded = inputs.loaded or load_model(config.model_path, config.train.bf16, config.trust_remote_code,
-                                             device=config.train.device)
+                                             device=config.train.device, packed=config.train.packed)
     config = resolve(config, loaded)
     with phase("data"):
         splits = inputs.splits or build_splits(config)

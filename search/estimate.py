@@ -162,7 +162,7 @@ def why_not_loaded(model_path: str) -> str | None:
 
 def load_in_driver(config: SweepConfig, model_path: str) -> LoadedModel:
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
-    return load_model(model_path, config.train.bf16, device=device)
+    return load_model(model_path, config.train.bf16, device=device, packed=config.train.packed)
 
 
 def probe(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], loaded: LoadedModel, n_layers: int,

@@ -47,17 +47,18 @@ from search.checkpoint import read_checkpoint, write_checkpoint
 from search.folder import SweepFolder
 from search.prepare import load_prompts, load_rows, resolve_model_path, template_name, trial_config
 
-_MODELS: dict[tuple[str, bool], LoadedModel] = {}
+_MODELS: dict[tuple[str, bool, bool], LoadedModel] = {}
 FINAL_KEYS = ("prealign_accuracy", "best_dev_iia", "test_iia", "test_iia_full_vocab", "test_iia_ci_low",
               "test_iia_ci_high", "best_step", "steps", "floor_no_op", "floor_copy_source", "seconds")
 UNTRAINED = ("random_rotation", "full_swap")
 
 
-def _model(path: str, bf16: bool, device: str | None) -> LoadedModel:
-    if (path, bf16) not in _MODELS:
+def _model(path: str, train: Any, device: str | None) -> LoadedModel:
+    key = (path, train.bf16, train.packed)
+    if key not in _MODELS:
         _MODELS.clear()  # one model per worker at a time
-        _MODELS[(path, bf16)] = load_model(path, bf16, device=device)
-    return _MODELS[(path, bf16)]
+        _MODELS[key] = load_model(path, train.bf16, device=device, packed=train.packed)
+    return _MODELS[key]
 
 
 # A worker runs many trials of one sweep: their pairs and the sweep's prompt list, written once
@@ -113,7 +114,7 @@ def _run(tune: Any, folder: SweepFolder, key: str, phases: Phases) -> None:
     torch.set_num_threads(config.train.threads or cpus)
     device = "cuda" if config.resources.gpu > 0 and torch.cuda.is_available() else None
     with phase("model"):
-        loaded = _model(model_path, config.train.bf16, device) if config.hypotheses.shard == 1 else None
+        loaded = _model(model_path, config.train, device) if config.hypotheses.shard == 1 else None
     with phase("inputs"):
         template = template_name(config, loaded.meta if loaded else read_meta(model_path))
         trial = trial_config(config, spec, model_path, template)

@@ -3,8 +3,8 @@
 A training step runs the layers above the site and the LM head on one token per pair: a matrix
 product of 16 rows by the weight. torch's default CPU path (MKL's sgemm) reaches a third of the
 machine's float32 rate at so few rows; oneDNN, given the weight already reordered into its own
-blocked layout, about twice that (the SmolLM2-135M LM head, 16 rows, forward and backward: 51 ms
-against 23 ms; an MLP projection over 3,584 tokens: 74 ms against 60 ms; benchmarks/README.md).
+blocked layout, about twice that (the SmolLM2-135M LM head, 16 rows, forward and backward: 53.8 ms
+against 26.0 ms; an MLP projection over 3,584 tokens: 69.4 ms against 58.9 ms; benchmarks/README.md).
 The model never changes during a sweep, so each weight is packed once, when first used, and
 once more transposed for the backward pass, which needs only the gradient of the input (no
 weight trains).

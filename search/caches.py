@@ -22,7 +22,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +84,10 @@ def build_shared_files(config: SweepConfig, folder: SweepFolder, specs: list[Tri
 
     started = time.perf_counter()
     with _every_core():
-        decoders = sorted({depth for depth, _ in map(partial(_depth_key, loaded.model), sites) if depth >= 0})
-        if len(decoders) > 1:  # the lowest layer's hidden states (a budget of 0 holds no keys and values), then
-            lowest = frozen(next(s for s in sites if _depth_key(loaded.model, s)[0] == decoders[0]), 0.0)
+        depth = {site: _depth_key(loaded.model, site)[0] for site in sites}  # sites are in this order
+        decoders = sorted({d for d in depth.values() if d >= 0})
+        if len(decoders) > 1:  # the lowest layer's hidden states alone (a budget of 0 holds no keys and values)
+            lowest = frozen(next(site for site in sites if depth[site] == decoders[0]), 0.0)
             build_above(lowest, decoders[1:], bases, folder.cache_dir, train.kv_budget_mb)
         for site in sites:  # every site's files, mapped where the pass above built them
             frozen(site, train.kv_budget_mb)

@@ -12,7 +12,9 @@ line and exit 2; bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
+import gc
 import json
 import logging
 import math
@@ -73,6 +75,10 @@ def user_message(error: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The interpreter's exit collects garbage over every object torch, transformers, Ray and MLflow made: 1.3 s
+    # of a sweep's end (measured), for memory the process gives back anyway. Frozen objects are not walked.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)  # runs after the handlers registered later (Ray's shutdown, MLflow's)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # MLflow's own INFO lines ("Creating initial MLflow database tables") are noise here

@@ -28,10 +28,9 @@ import contextlib
 import contextvars
 import errno
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from alignment.config_io import ConfigError, to_dict
 from alignment.timing import TIMINGS, Phases, phase, recording
-from cluster.ray_cluster import ClusterStatus, NodeStatus, check_fits
+from cluster.ray_cluster import check_fits
 from search.config import SweepConfig
 from search.controls import plan_controls
 from search.folder import SweepFolder, TrialSpec
@@ -54,6 +53,7 @@ from search.prepare import (
     sweep_prompts,
     template_name,
 )
+from search.ray_session import local_status, ray_session, trial_resources
 from search.tracking import Tracker, check_tracking, default_uri
 
 if TYPE_CHECKING:
@@ -87,24 +87,7 @@ def check_sweep(config: SweepConfig) -> None:
     facts = model_facts(resolve_model_path(config))
     check_grid(config, facts, template_name(config, facts.meta))
     if not config.ray_address:
-        check_fits(_trial_resources(config), _local_status(config), "this machine")
-
-
-def _trial_resources(config: SweepConfig) -> dict[str, float]:
-    return {"CPU": config.resources.cpu, "GPU": config.resources.gpu, **config.resources.custom}
-
-
-def _local_cpus(config: SweepConfig) -> int:
-    per_trial = config.resources.cpu + (config.hypotheses.shard if config.hypotheses.shard > 1 else 0)
-    return max(os.cpu_count() or 1, int(config.resources.concurrency * per_trial))
-
-
-def _local_status(config: SweepConfig) -> ClusterStatus:
-    """What the local Ray this sweep would start has: its CPUs and the GPUs torch sees."""
-    import torch
-
-    total = {"CPU": float(_local_cpus(config)), "GPU": float(torch.cuda.device_count())}
-    return ClusterStatus((NodeStatus("local", "127.0.0.1", True, True, total, None),), total, None)
+        check_fits(trial_resources(config), local_status(config), "this machine")
 
 
 def new_folder(config: SweepConfig) -> SweepFolder:
@@ -177,22 +160,17 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
     started = time.perf_counter()
     phases = Phases()
     with recording(phases):
-        with phase("prepare"):
+        with phase("prepare"):  # bad input found here starts no Ray
             specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
-        # MLflow's imports and store take a core for seconds, Ray's start is mostly waiting for its
-        # processes: each runs beside work that leaves room for it (the caches build, the probe).
-        tracking = alongside(partial(tracker_for, config, folder))
-        with phase("caches"):
-            loaded, skipped, shared = _driver_model(config, folder, specs)
-        with phase("tracking"):
-            tracker = tracking()  # fails in one line, before any trial, when it does not answer
-        planning = alongside(partial(plan_line, config, folder, specs, loaded, skipped, shared))
-        with _ray(config):  # one Ray for both Tune runs: started once, its start reported apart
-            with phase("plan"):  # what of the probe is left once Ray has started
-                announce(planning())
-                _release(loaded)
-                del loaded, planning  # the driver holds no model while the trials run
+        # One Ray for both Tune runs. It starts on a thread of its own, and its workers import what the trials
+        # need, while the driver builds the files the trials share and probes their cost; the grid waits for both.
+        with ray_session(config) as session:
+            tracking = alongside(partial(tracker_for, config, folder))  # MLflow's imports and store, beside the caches
+            with phase("caches"):
+                announce(_before_trials(config, folder, specs))
+            session.wait()  # what is left of Ray's start
             with phase("tracking"):
+                tracker = tracking()  # fails in one line, before any trial, when it does not answer
                 tracker.start_parent(to_dict(config))
                 tracker.reopen(folder.reopen_failed())  # a resumed sweep gives failed trials another chance
             with phase("grid"):
@@ -201,12 +179,13 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
             if controls:
                 with phase("controls"):
                     _run_tune_phase(config, folder, controls, tracker, "controls")
-        with phase("tracking"):
-            _upload_missing(folder, tracker)
-        with phase("report"):
-            report = write_report(folder)
-        with phase("tracking"):
-            tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
+            session.stop_beside()  # Ray's processes end while the report is written; the block's end waits for them
+            with phase("tracking"):
+                _upload_missing(folder, tracker)
+            with phase("report"):
+                report = write_report(folder)
+            with phase("tracking"):
+                tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
     phases.write(folder.path / TIMINGS)
     return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
                        None if tracker.available else tracker.uri)
@@ -242,6 +221,14 @@ def plan_line(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec], 
     facts = model_facts(resolve_model_path(config))
     plan = plan_sweep(config, folder, specs, facts.layers, template_name(config, facts.meta), loaded, skipped, shared)
     return plan.line(config.resources.concurrency)
+
+
+def _before_trials(config: SweepConfig, folder: SweepFolder, specs: list[TrialSpec]) -> str:
+    """The plan line, once the driver's model has built the files the trials share; the model is let go after."""
+    loaded, skipped, shared = _driver_model(config, folder, specs)
+    line = plan_line(config, folder, specs, loaded, skipped, shared)
+    _release(loaded)
+    return line
 
 
 def _release(loaded: LoadedModel | None) -> None:
@@ -358,41 +345,3 @@ def _write_error(error: BaseException) -> OSError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
-
-
-@contextlib.contextmanager
-def _ray(config: SweepConfig) -> Iterator[None]:
-    """Ray for the block: started (or joined) on entry and shut down on exit, if this process started it."""
-    import ray
-
-    with phase("ray_start"):
-        started = _init_ray(config)
-    try:
-        yield
-    finally:
-        if started:
-            with phase("ray_stop"):
-                ray.shutdown()
-
-
-def _init_ray(config: SweepConfig) -> bool:
-    """Start a local Ray (or join `ray_address`); True when this process started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if config.ray_address:
-        from cluster.ray_cluster import cluster_status, connect
-        connect(config.ray_address)
-        try:  # a trial no node can hold would wait forever
-            check_fits(_trial_resources(config), cluster_status(), f"the cluster at {config.ray_address}")
-        except BaseException:
-            ray.shutdown()
-            raise
-        return True
-    cpus = _local_cpus(config)
-    # "local": a Ray of its own, even when a cluster started with `ray start` runs on this machine (ray.init()
-    # would join that one, through /tmp/ray/ray_current_cluster, and refuse num_cpus); --address joins one.
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False, configure_logging=False)
-    return True

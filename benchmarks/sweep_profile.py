@@ -2,7 +2,7 @@
 
 Runs `align-search sweep` (the embedded defaults unless `--set`/`--config` say otherwise),
 then reads what the sweep itself recorded (`alignment/timing.py`): the driver's
-`timings.json` (prepare, tracking, plan, ray_start, grid, controls, report, ray_stop) and every
+`timings.json` (prepare, caches, ray_start, tracking, grid, controls, report, ray_stop) and every
 trial's (inputs, model, data, site, prealign, step, dev_eval, test_eval, checkpoint,
 tune_report, save), with each trial's start from its `attempts.jsonl`. It prints:
 

@@ -16,7 +16,7 @@
       ray/                Ray Tune's experiment state (for --resume)
       mlflow.db           the default MLflow store; mlartifacts/ its artifacts
       results.csv, heatmap_<causal model>.png, report.md
-      timings.json        the driver's seconds by phase: prepare, plan, ray_start, grid, controls, report, ...
+      timings.json        the driver's seconds by phase: prepare, caches, ray_start, grid, controls, report, ...
 
 Every path is found from the folder itself, never stored: a moved or copied sweep folder
 opens (`ui`), reports and resumes where it is (state.json names the default store

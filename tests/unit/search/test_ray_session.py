@@ -3,6 +3,7 @@ trials that run on the workers Ray started with the driver, their imports alread
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -63,9 +64,23 @@ def test_a_failed_start_is_raised_where_the_sweep_waits_and_sigterm_is_given_bac
 def _report_the_worker(config):
     from ray import tune
 
-    process = psutil.Process()
-    tune.report({"pid": process.pid, "born": process.create_time(),
-                 "preloaded": [name for name in config["modules"] if name in sys.modules]})
+    tune.report({"pid": os.getpid(), "preloaded": [name for name in config["modules"] if name in sys.modules]})
+
+
+def _idle_workers_since(begun: float, count: int, timeout: float = 120.0) -> set[int]:
+    """Wait until Ray has `count` workers started after `begun` that are idle: each names itself `ray::IDLE` once it
+    has joined Ray, then imports the preloaded modules (seconds of a core), then sits waiting for work, as it would
+    while a sweep's driver builds its caches; return their process ids."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
+                   if (p.info["cmdline"] or [""])[0].startswith("ray::IDLE") and p.info["create_time"] >= begun - 1]
+        if len(workers) >= count:
+            with contextlib.suppress(psutil.Error):
+                if all(worker.cpu_percent(interval=1.0) < 5 for worker in workers):
+                    return {worker.pid for worker in workers}
+        time.sleep(0.2)
+    raise AssertionError(f"Ray started fewer than {count} idle workers within {timeout:.0f} s")
 
 
 def test_trials_run_on_the_workers_ray_started_with_the_driver_with_their_imports_done(tiny_planted, tmp_path):
@@ -76,12 +91,13 @@ def test_trials_run_on_the_workers_ray_started_with_the_driver_with_their_import
 
     config = replace(config_for(tiny_planted), resources=replace(default_config().resources, concurrency=2))
     modules = preload_modules(config)
+    begun = time.time()
     session = RaySession(config)
     try:
         session.wait()
         assert session.started
-        time.sleep(8)  # the driver's prepare and caches, during which the workers import (about 4 s of a core each)
-        tune_started = time.time()
+        prestarted = _idle_workers_since(begun, count=2)  # in a sweep, the driver builds its caches meanwhile
+        time.sleep(2.0)  # idle a while longer: Ray killed idle workers it deemed surplus after a second
         results = tune.Tuner(
             tune.with_resources(_report_the_worker, {"cpu": 1}),
             param_space={"modules": modules, "trial": tune.grid_search([0, 1])},
@@ -92,5 +108,5 @@ def test_trials_run_on_the_workers_ray_started_with_the_driver_with_their_import
     assert not ray.is_initialized()
     assert len({r["pid"] for r in reports}) == 2 and all(r["pid"] != os.getpid() for r in reports)
     for report in reports:
+        assert report["pid"] in prestarted, f"the trial's worker {report['pid']} was not one Ray started first"
         assert report["preloaded"] == modules, report
-        assert report["born"] < tune_started, "the trial's worker was started by Tune, not with the driver"

@@ -1,21 +1,19 @@
 """The Ray a sweep runs its trials on: started (or joined) once for both Tune runs, shut down once.
 
-A local Ray is started with its workers' imports done ahead (`preload_modules`): Ray starts
-`num_cpus` idle workers as soon as the driver connects, and Tune's trial actors take those
-workers. Told to (`preload_python_modules`), each imports the trainable and the model's
-transformers code, about 4 s of one core, while the driver still builds its caches, instead
-of after the grid has started (measured on the price grid: the first trial's result came 13 s
-after the grid started).
+Ray starts on a thread of its own (`RaySession`), beside the driver's caches build, and Tune's
+trial actors take the idle workers Ray starts with the driver (`_reuse_prestarted_workers`)
+instead of starting their own after the grid has begun. Its shutdown, about 1.4 s of waiting
+for Ray's processes to end, runs while the driver writes the report (`RaySession.stop_beside`);
+leaving the block waits for it, so no process this sweep started outlives the command.
 
-Its shutdown, about 1.4 s of waiting for Ray's processes to end, can run on a thread of its
-own while the driver writes the report (`RaySession.stop_beside`); leaving the block waits for
-it, so no process this sweep started outlives the command.
+Having those workers import the trainable ahead (Ray's `preload_python_modules`) was tried and
+left out: the price grid gained, but the README's sweep lost 5 % (its steps 11-17 % slower: Ray
+starts further workers during the grid, and each would import torch and transformers beside
+the trials; benchmarks/README.md).
 """
-
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
@@ -27,10 +25,8 @@ from typing import Any
 from alignment.timing import phase
 from cluster.ray_cluster import ClusterStatus, NodeStatus, check_fits
 from search.config import SweepConfig
-from search.prepare import resolve_model_path
 
 log = logging.getLogger(__name__)
-TRAINABLE = "search.trainable"  # what every trial worker imports first (torch, transformers, alignment)
 
 
 def trial_resources(config: SweepConfig) -> dict[str, float]:
@@ -48,24 +44,6 @@ def local_status(config: SweepConfig) -> ClusterStatus:
 
     total = {"CPU": float(local_cpus(config)), "GPU": float(torch.cuda.device_count())}
     return ClusterStatus((NodeStatus("local", "127.0.0.1", True, True, total, None),), total, None)
-
-
-def preload_modules(config: SweepConfig) -> list[str]:
-    """The modules a trial worker imports before any trial: the trainable, and the transformers module of the
-    model's architecture (`modeling_llama` for a Llama), which loading the model would import."""
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-
-    from alignment.models import model_config
-
-    modules = [TRAINABLE]
-    model_type = getattr(model_config(resolve_model_path(config)), "model_type", None)
-    if model_type:
-        name = model_type_to_module_name(model_type)
-        module = f"transformers.models.{name}.modeling_{name}"
-        with contextlib.suppress(ImportError, ValueError):  # a model type of its own: loaded as before
-            if importlib.util.find_spec(module) is not None:
-                modules.append(module)
-    return modules
 
 
 class RaySession:
@@ -188,13 +166,10 @@ def _init_ray(config: SweepConfig) -> bool:
             raise
         return True
     cpus = local_cpus(config)
-    settings: dict[str, Any] = _reuse_prestarted_workers()
-    if cpus <= 2 * config.resources.concurrency:  # most of the workers Ray starts run trials: they import ahead
-        settings["preload_python_modules"] = preload_modules(config)
     # "local": a Ray of its own, even when a cluster started with `ray start` runs on this machine (ray.init()
     # would join that one, through /tmp/ray/ray_current_cluster, and refuse num_cpus); --address joins one.
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False, configure_logging=False, _system_config=settings)
+             log_to_driver=False, configure_logging=False, _system_config=_reuse_prestarted_workers())
     return True
 
 

@@ -1,12 +1,11 @@
 """The sweep's Ray (search/ray_session.py): started on a thread that keeps it, shut down once, and
-trials that run on the workers Ray started with the driver, their imports already done."""
+trials that run on the workers Ray started with the driver."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import sys
 import time
 from dataclasses import replace
 
@@ -15,16 +14,11 @@ import pytest
 
 from alignment.timing import Phases, recording
 from search.config import SweepConfig, default_config
-from search.ray_session import TRAINABLE, RaySession, preload_modules
+from search.ray_session import RaySession
 
 
 def config_for(model) -> SweepConfig:
     return replace(default_config(), model_path=str(model))
-
-
-def test_the_workers_import_the_trainable_and_the_models_own_transformers_code(tiny_planted, other_planted):
-    assert preload_modules(config_for(tiny_planted)) == [TRAINABLE, "transformers.models.gpt2.modeling_gpt2"]
-    assert preload_modules(config_for(other_planted)) == [TRAINABLE, "transformers.models.llama.modeling_llama"]
 
 
 def test_a_ray_the_session_joined_is_left_running_and_its_end_is_not_timed(tiny_planted):
@@ -64,13 +58,13 @@ def test_a_failed_start_is_raised_where_the_sweep_waits_and_sigterm_is_given_bac
 def _report_the_worker(config):
     from ray import tune
 
-    tune.report({"pid": os.getpid(), "preloaded": [name for name in config["modules"] if name in sys.modules]})
+    tune.report({"pid": os.getpid()})
 
 
 def _idle_workers_since(begun: float, count: int, timeout: float = 120.0) -> set[int]:
     """Wait until Ray has `count` workers started after `begun` that are idle: each names itself `ray::IDLE` once it
-    has joined Ray, then imports the preloaded modules (seconds of a core), then sits waiting for work, as it would
-    while a sweep's driver builds its caches; return their process ids."""
+    has joined Ray, then sits waiting for work, as it would while a sweep's driver builds its caches; return their
+    process ids."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
@@ -83,14 +77,13 @@ def _idle_workers_since(begun: float, count: int, timeout: float = 120.0) -> set
     raise AssertionError(f"Ray started fewer than {count} idle workers within {timeout:.0f} s")
 
 
-def test_trials_run_on_the_workers_ray_started_with_the_driver_with_their_imports_done(tiny_planted, tmp_path):
+def test_trials_run_on_the_workers_ray_started_with_the_driver(tiny_planted, tmp_path):
     """Tune gives its actors a runtime env of their own, and Ray kills idle workers it deems surplus: either would
-    start every trial's worker anew, importing torch and transformers after the grid has started."""
+    start every trial's worker anew, after the grid has started."""
     import ray
     from ray import tune
 
     config = replace(config_for(tiny_planted), resources=replace(default_config().resources, concurrency=2))
-    modules = preload_modules(config)
     begun = time.time()
     session = RaySession(config)
     try:
@@ -100,7 +93,7 @@ def test_trials_run_on_the_workers_ray_started_with_the_driver_with_their_import
         time.sleep(2.0)  # idle a while longer: Ray killed idle workers it deemed surplus after a second
         results = tune.Tuner(
             tune.with_resources(_report_the_worker, {"cpu": 1}),
-            param_space={"modules": modules, "trial": tune.grid_search([0, 1])},
+            param_space={"trial": tune.grid_search([0, 1])},
             run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
         reports = [result.metrics for result in results]
     finally:
@@ -109,4 +102,3 @@ def test_trials_run_on_the_workers_ray_started_with_the_driver_with_their_import
     assert len({r["pid"] for r in reports}) == 2 and all(r["pid"] != os.getpid() for r in reports)
     for report in reports:
         assert report["pid"] in prestarted, f"the trial's worker {report['pid']} was not one Ray started first"
-        assert report["preloaded"] == modules, report

@@ -2,9 +2,12 @@
 
 Ray starts on a thread of its own (`RaySession`), beside the driver's caches build, and Tune's
 trial actors take the idle workers Ray starts with the driver (`_reuse_prestarted_workers`)
-instead of starting their own after the grid has begun. Its shutdown, about 1.4 s of waiting
-for Ray's processes to end, runs while the driver writes the report (`RaySession.stop_beside`);
-leaving the block waits for it, so no process this sweep started outlives the command.
+instead of starting their own after the grid has begun. Its shutdown runs with the driver
+waiting and its automatic garbage collection off (`RaySession.close`): a Ray object (an
+ObjectRef, an actor handle) freed while Ray's core worker shuts down ends the process at once,
+exit status 1 and no traceback (Ray's `QuickExit`). An earlier version shut Ray down beside
+the report, to save its 1.4 s; a collection during the report then ended a sweep resumed in
+the slow suite's own process (exit status 1, nothing printed).
 
 Having those workers import the trainable ahead (Ray's `preload_python_modules`) was tried and
 left out: the price grid gained, but the README's sweep lost 5 % (its steps 11-17 % slower: Ray
@@ -14,6 +17,7 @@ the trials; benchmarks/README.md).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -25,8 +29,6 @@ from typing import Any
 from alignment.timing import phase
 from cluster.ray_cluster import ClusterStatus, NodeStatus, check_fits
 from search.config import SweepConfig
-
-log = logging.getLogger(__name__)
 
 
 def trial_resources(config: SweepConfig) -> dict[str, float]:
@@ -50,9 +52,9 @@ class RaySession:
     """Ray for one sweep, started (or joined) on a thread that keeps it until the sweep ends.
 
     Ray ties its processes' lives to the thread that starts them (PR_SET_PDEATHSIG), so that
-    thread lives as long as Ray runs: `wait()` returns once Ray is up, `stop_beside()` begins
-    its shutdown there, `close()` waits for it. `started` says whether this process started
-    (or joined) it, and so shuts it down. Ray sets its SIGTERM handler (exit, which runs the
+    thread lives as long as Ray runs: `wait()` returns once Ray is up, `close()` shuts it down
+    there and waits. `started` says whether this process started (or joined) it, and so shuts
+    it down. Ray sets its SIGTERM handler (exit, which runs the
     shutdown) only from the main thread; the session sets the same one there while it lasts.
     """
 
@@ -68,7 +70,10 @@ class RaySession:
     def _keep(self, config: SweepConfig) -> None:
         try:
             self.started = _init_ray(config)
-        except BaseException as error:  # handed to the main thread by wait()
+            if self.started and config.ray_address:  # a trial no node can hold would wait forever
+                from cluster.ray_cluster import cluster_status
+                check_fits(trial_resources(config), cluster_status(), f"the cluster at {config.ray_address}")
+        except BaseException as error:  # handed to the main thread by wait(); close() shuts a joined cluster down
             self._error = error
         finally:
             self._ready.set()
@@ -85,19 +90,25 @@ class RaySession:
         if self._error is not None:
             raise self._error
 
-    def stop_beside(self) -> None:
-        """Begin Ray's shutdown; nothing may use Ray after. `close()` waits for it."""
-        self._stop.set()
-
     def close(self) -> None:
-        """Shut Ray down if this session started it, once Ray is up, and wait for that; again, it does nothing."""
+        """Shut Ray down if this session started it, once Ray is up, and wait for that; again, it does nothing.
+
+        No Python runs here meanwhile and no thread collects garbage: Ray exits the process when
+        a Ray object is freed during its shutdown. Garbage left holds them until after it.
+        """
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
         self._ready.wait()
-        with phase("ray_stop") if self.started else contextlib.nullcontext():
-            self._keeper.join()
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._stop.set()
+            with phase("ray_stop") if self.started else contextlib.nullcontext():
+                self._keeper.join()
+        finally:
+            if collecting:
+                gc.enable()
         if self._sigterm is not None:
             signal.signal(signal.SIGTERM, self._sigterm)
 
@@ -157,13 +168,8 @@ def _init_ray(config: SweepConfig) -> bool:
     if ray.is_initialized():
         return False
     if config.ray_address:
-        from cluster.ray_cluster import cluster_status, connect
+        from cluster.ray_cluster import connect
         connect(config.ray_address)
-        try:  # a trial no node can hold would wait forever
-            check_fits(trial_resources(config), cluster_status(), f"the cluster at {config.ray_address}")
-        except BaseException:
-            ray.shutdown()
-            raise
         return True
     cpus = local_cpus(config)
     # "local": a Ray of its own, even when a cluster started with `ray start` runs on this machine (ray.init()

@@ -162,8 +162,8 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
     with recording(phases):
         with phase("prepare"):  # bad input found here starts no Ray
             specs = [s for s in prepare_sweep(config, folder) if s.phase == "grid"]
-        # One Ray for both Tune runs. It starts on a thread of its own, and its workers import what the trials
-        # need, while the driver builds the files the trials share and probes their cost; the grid waits for both.
+        # One Ray for both Tune runs. It starts on a thread of its own while the driver builds the files the
+        # trials share and probes their cost; the grid waits for both. It is shut down before the report.
         with ray_session(config) as session:
             tracking = alongside(partial(tracker_for, config, folder))  # MLflow's imports and store, beside the caches
             with phase("caches"):
@@ -179,13 +179,12 @@ def run_sweep(config: SweepConfig, folder: SweepFolder, announce: Callable[[str]
             if controls:
                 with phase("controls"):
                     _run_tune_phase(config, folder, controls, tracker, "controls")
-            session.stop_beside()  # Ray's processes end while the report is written; the block's end waits for them
-            with phase("tracking"):
-                _upload_missing(folder, tracker)
-            with phase("report"):
-                report = write_report(folder)
-            with phase("tracking"):
-                tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
+        with phase("tracking"):
+            _upload_missing(folder, tracker)
+        with phase("report"):
+            report = write_report(folder)
+        with phase("tracking"):
+            tracker.finish_parent(report["parent_metrics"], report["parent_tags"], report["files"])
     phases.write(folder.path / TIMINGS)
     return SweepResult(folder.path, len(specs), report, time.perf_counter() - started,
                        None if tracker.available else tracker.uri)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +20,7 @@ from alignment.timing import Phases, recording
 from search.config import SweepConfig, default_config
 from search.ray_session import RaySession
 
+ROOT = Path(__file__).resolve().parents[3]
 
 def config_for(model) -> SweepConfig:
     return replace(default_config(), model_path=str(model))
@@ -75,6 +80,78 @@ def _idle_workers_since(begun: float, count: int, timeout: float = 120.0) -> set
                     return {worker.pid for worker in workers}
         time.sleep(0.2)
     raise AssertionError(f"Ray started fewer than {count} idle workers within {timeout:.0f} s")
+
+
+def test_a_cluster_that_cannot_hold_a_trial_is_refused_where_the_sweep_waits_and_left(tiny_planted, monkeypatch):
+    """The check runs on the session's thread; the connection it made is closed by close(), with the driver waiting,
+    not beside the driver's caches build."""
+    import ray
+
+    import cluster.ray_cluster as clusters
+    from cluster.ray_cluster import UnsatisfiableResources
+
+    def connect(address):  # a Ray of its own stands in for the cluster at `address`
+        ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=100 * 2**20,
+                 log_to_driver=False, configure_logging=False)
+
+    monkeypatch.setattr(clusters, "connect", connect)
+    config = replace(config_for(tiny_planted), ray_address="10.0.0.1:6379",
+                     resources=replace(default_config().resources, gpu=1))
+    session = RaySession(config)
+    with pytest.raises(UnsatisfiableResources, match="the cluster at 10.0.0.1:6379"):
+        session.wait()
+    assert ray.is_initialized()  # until the sweep closes the session
+    session.close()
+    assert not ray.is_initialized()
+
+
+# Ray objects that became garbage before the shutdown; a thread that collects garbage whenever collection is on
+# (as Python does on its own, from any thread that allocates) through the whole of the shutdown.
+_GARBAGE_DURING_SHUTDOWN = textwrap.dedent("""
+    import gc, sys, threading, time
+    import ray
+    from search.config import default_config
+    from search.ray_session import RaySession
+
+    session = RaySession(default_config())
+    session.wait()
+    gc.disable()
+    batches = []
+    for _ in range(200):
+        batch = [ray.put(n) for n in range(10)]
+        batch.append(batch)  # a cycle: only the collector frees it
+        batches.append(batch)
+    shutting_down, done = threading.Event(), threading.Event()
+    shutdown = ray.shutdown
+    ray.shutdown = lambda: (shutting_down.set(), shutdown())
+
+    def collector():
+        shutting_down.wait()
+        while not done.is_set():
+            if batches:
+                batches.pop()
+            if gc.isenabled():
+                gc.collect()
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=collector)
+    thread.start()
+    gc.enable()
+    session.close()
+    done.set()
+    thread.join()
+    batches.clear()
+    gc.collect()
+    print("the process outlived the shutdown", flush=True)
+""")
+
+
+def test_garbage_holding_ray_objects_is_not_collected_while_ray_shuts_down(tmp_path):
+    """Ray ends the process (exit status 1, no traceback: its QuickExit) when a Ray object is freed while its core
+    worker shuts down; it did so to the slow suite when Ray's shutdown ran beside the report."""
+    done = subprocess.run([sys.executable, "-c", _GARBAGE_DURING_SHUTDOWN], capture_output=True, text=True,
+                          timeout=240, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and "the process outlived the shutdown" in done.stdout, done.stderr[-3000:]
 
 
 def test_trials_run_on_the_workers_ray_started_with_the_driver(tiny_planted, tmp_path):

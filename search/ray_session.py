@@ -10,9 +10,9 @@ the report, to save its 1.4 s; a collection during the report then ended a sweep
 the slow suite's own process (exit status 1, nothing printed).
 
 Having those workers import the trainable ahead (Ray's `preload_python_modules`) was tried and
-left out: the price grid gained, but the README's sweep lost 5 % (its steps 11-17 % slower: Ray
-starts further workers during the grid, and each would import torch and transformers beside
-the trials; benchmarks/README.md).
+left out: the price grid gained, but the README's sweep lost 5 % (its steps 11-17 % slower, for
+a reason not found: the grid's trials all run in the two workers Ray starts first, and the
+controls in two new ones; benchmarks/README.md).
 """
 from __future__ import annotations
 

@@ -54,8 +54,8 @@ class RaySession:
     Ray ties its processes' lives to the thread that starts them (PR_SET_PDEATHSIG), so that
     thread lives as long as Ray runs: `wait()` returns once Ray is up, `close()` shuts it down
     there and waits. `started` says whether this process started (or joined) it, and so shuts
-    it down. Ray sets its SIGTERM handler (exit, which runs the
-    shutdown) only from the main thread; the session sets the same one there while it lasts.
+    it down. Ray sets its SIGTERM handler (exit, which runs the shutdown) only from the main
+    thread; the session sets the same one there while it lasts.
     """
 
     def __init__(self, config: SweepConfig) -> None:

@@ -22,6 +22,7 @@ from search.ray_session import RaySession
 
 ROOT = Path(__file__).resolve().parents[3]
 
+
 def config_for(model) -> SweepConfig:
     return replace(default_config(), model_path=str(model))
 

@@ -230,11 +230,13 @@ def _write_pairs(directory: Path, config: SweepConfig, causal_model: str, variab
 
 
 def load_rows(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each split's pairs as rows. Read whole through Arrow (`to_list`): row by row, datasets formats each row on its
+    own, 10x slower (0.20 s against 0.02 s for 2000 price-tagging pairs), and the driver and every worker read them."""
     import datasets
 
     if not (directory / "done").is_file():
         raise ConfigError(f"sweep data must have been built, got no {directory / 'done'}")
-    return {split: list(datasets.load_from_disk(str(directory / split))) for split in SPLITS}
+    return {split: datasets.load_from_disk(str(directory / split)).to_list() for split in SPLITS}
 
 
 def load_prompts(path: Path) -> list[tuple[str, dict[str, int]]]:

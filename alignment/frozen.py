@@ -110,7 +110,7 @@ class FrozenSite:
         # The last position as an index tensor, not logits_to_keep=1: indexing gathers a contiguous
         # (B, 1, hidden) copy for the LM head, where the int's strided slice sends torch's linear down a
         # batched-matmul path that is several times slower on CPU (12 % of a GPT-2-small step at layer 6,
-        # forward and backward; benchmarks/README.md).
+        # forward and backward; benchmarks/HISTORY.md).
         self._last_position = torch.tensor([table.seq_len - 1], device=self.device)
         self._cache: Tensor | np.ndarray | None = None
         if cache == "auto" and self.decoder is not None and self._cache_bytes() <= cache_budget_mb * 2**20:

@@ -103,7 +103,7 @@ def build_prompt_table(tokenizer: object, texts: Sequence[str], positions: Seque
 
     The last table built in this process is kept: the trials of a sweep that a worker runs one
     after another all build the sweep's one table (`TrialInputs.table_prompts`), and tokenizing
-    it again was the largest fixed cost of a trial on a small model (benchmarks/README.md). A
+    it again was the largest fixed cost of a trial on a small model (benchmarks/HISTORY.md). A
     table is never modified after it is built, so the trials share it.
     """
     key = (list(texts), [dict(p) for p in positions], list(names))

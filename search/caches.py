@@ -4,7 +4,7 @@ Every trial at a decoder layer maps the same hidden states and prefix keys and v
 (`alignment/site_files.py`). Left to the trials, the first at each layer builds its files on its
 one core, and the trials started beside it wait for them or build another layer's from the
 embeddings: on the SmolLM2-135M IOI grid that was 63 % of the trials' seconds
-(benchmarks/README.md). The driver of a local sweep builds them instead, while Ray starts beside it: the
+(benchmarks/HISTORY.md). The driver of a local sweep builds them instead, while Ray starts beside it: the
 lowest layer's from the embeddings, each higher layer's from the one below, the keys and values
 once (those of the lowest layer serve every layer above it), with torch using every core.
 

@@ -14,7 +14,7 @@ fixed cost are taken on the line through the two sites by the number of decoder 
 runs. Each waiting trial then costs steps x step + scored pairs x pair + fixed + TUNE_SECONDS,
 and the grid that sum divided by `resources.concurrency`. (The probe used to run each site twice
 and take the least, and then with 1 and with 1 + PROBE_STEPS steps: 53 s, then 27 s, of a
-SmolLM2-135M sweep; benchmarks/README.md.)
+SmolLM2-135M sweep; benchmarks/HISTORY.md.)
 
 TUNE_SECONDS is what the probe cannot see: Ray starting, Tune scheduling the trial in a worker,
 the trainable reading its pairs and prompts from the sweep folder, the driver mirroring it into

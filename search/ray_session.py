@@ -10,9 +10,10 @@ the report, to save its 1.4 s; a collection during the report then ended a sweep
 the slow suite's own process (exit status 1, nothing printed).
 
 Having those workers import the trainable ahead (Ray's `preload_python_modules`) was tried and
-left out: the price grid gained, but the README's sweep lost 5 % (its steps 11-17 % slower, for
-a reason not found: the grid's trials all run in the two workers Ray starts first, and the
-controls in two new ones; benchmarks/README.md).
+left out: the price grid gained at most 5 % (with Ray started before the config's checks, so that
+bad input would wait for Ray), and the README's sweep once ran 5 % longer with it
+(benchmarks/README.md). Nor can a Ray task warm those workers: Ray gives an actor only a worker
+that never ran a task, so Tune's actors then start workers of their own.
 """
 from __future__ import annotations
 

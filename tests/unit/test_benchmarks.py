@@ -108,3 +108,15 @@ def test_pyvene_trains_with_the_sweeps_resolved_settings():
                                                               warmup=0.2)
     config["train"]["max_steps"] = 48
     assert sweep.read_training(config, 100).steps == 48
+
+
+def test_trial_step_times_a_real_trial_at_every_layer_asked():
+    from benchmarks.common import task_model_available
+    from benchmarks.trial_step import main as trial_step
+
+    if not task_model_available():
+        pytest.skip("the shipped price-tagging model is not here")
+    rows = trial_step(["--layers", "0,2", "--warmup", "1", "--steps", "2", "--batch-size", "8"])
+    assert [row["layer"] for row in rows] == [0, 2]
+    assert all(0 < row["min_ms"] <= row["median_ms"] for row in rows)
+    assert rows[0]["suffix_reason"] is None and rows[1]["suffix_reason"] == "no layer runs above the site"

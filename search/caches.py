@@ -3,7 +3,7 @@
 Every trial at a decoder layer maps the same hidden states and prefix keys and values
 (`alignment/site_files.py`). Left to the trials, the first at each layer builds its files on its
 one core, and the trials started beside it wait for them or build another layer's from the
-embeddings: on the SmolLM2-135M IOI grid that was 63 % of the trials' seconds
+embeddings: on the SmolLM2-135M IOI grid the trials spent 104-157 of their 300-357 slot-seconds on that
 (benchmarks/HISTORY.md). The driver of a local sweep builds them instead, while Ray starts beside it: the
 lowest layer's from the embeddings, each higher layer's from the one below, the keys and values
 once (those of the lowest layer serve every layer above it), with torch using every core.

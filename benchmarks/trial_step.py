@@ -15,6 +15,7 @@ The shipped price-tagging model at every layer, the price grid's batch (benchmar
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -53,7 +54,7 @@ def prepared(args: argparse.Namespace, layer: int, folder: Path) -> PreparedTria
 def step_seconds(trial: PreparedTrial, optimizer: torch.optim.Optimizer, first: int, count: int) -> list[float]:
     """The wall seconds of `count` optimizer steps, numbered from `first`, each timed on its own."""
     config, pairs = trial.config, trial.positioned["train"]
-    per_epoch = max(1, len(pairs) // config.train.batch_size)
+    per_epoch = math.ceil(len(pairs) / config.train.batch_size)  # as alignment.train.train batches an epoch
     seconds = []
     for step in range(first, first + count):
         started = time.perf_counter()

@@ -62,3 +62,51 @@ def test_the_same_table_is_tokenized_once_per_process(price_tokenizer, monkeypat
     assert other is not first and len(other) == 1 and len(calls) == 2
     _, back = table_for(price_tokenizer, [(inputs, "compact"), (inputs, "compact_prefix_frogs")])
     assert back is not first and torch.equal(back.input_ids, first.input_ids) and len(calls) == 3
+
+
+def reference_table(tokenizer, texts, positions, names):
+    """The table built one prompt and one token at a time: the definition `build_prompt_table` computes whole."""
+    encoded = [tokenizer(text, return_offsets_mapping=True, add_special_tokens=True) for text in texts]
+    seq_len = max(len(e["input_ids"]) for e in encoded)
+    ids, named = [], []
+    for e, where in zip(encoded, positions):
+        pad = seq_len - len(e["input_ids"])
+        ids.append([None] * pad + e["input_ids"])
+        row = []
+        for name in names:
+            if name not in where:
+                row.append(-1)
+                continue
+            covering = [i for i, (a, b) in enumerate(e["offset_mapping"]) if a != b and a <= where[name] < b]
+            before = [i for i, (a, b) in enumerate(e["offset_mapping"]) if a != b and b <= where[name]]
+            row.append(pad + (covering[0] if covering else before[-1]))
+        named.append(row)
+    return ids, named
+
+
+def test_the_whole_table_equals_the_prompt_by_prompt_definition(price_tokenizer):
+    """Random prompts of the task's words with random characters named (inside words, on the spaces a word-level
+    tokenizer drops, past the end), some names missing from some prompts: the same ids, padding and tokens."""
+    import random
+
+    rng = random.Random(0)
+    words = ["between", "and", "dollars", "1.00", "5.25", "9.99", "Yes", "No", ":", "\n"]
+    texts, positions = [], []
+    for _ in range(300):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+        texts.append(text)
+        positions.append({name: rng.randrange(1, len(text) + 3) for name in ("a", "b", "c") if rng.random() < 0.8})
+    texts[0], positions[0] = "Yes", {"a": 1}  # a one-token prompt, the longest padding
+    table = build_prompt_table(price_tokenizer, texts, positions, ["a", "b", "c"])
+    ids, named = reference_table(price_tokenizer, texts, positions, ["a", "b", "c"])
+    assert table.named.tolist() == named
+    real = table.attention_mask.bool()
+    assert [[t for t, keep in zip(row, mask) if keep] for row, mask in zip(table.input_ids.tolist(), real.tolist())] \
+        == [[t for t in row if t is not None] for row in ids]
+    assert real.tolist() == [[t is not None for t in row] for row in ids]
+    assert table.lengths.tolist() == real.sum(dim=1).tolist()
+
+
+def test_a_character_before_every_token_is_an_error_naming_the_prompt(price_tokenizer):
+    with pytest.raises(PositionError, match="position 'x' \\(character 0\\) is not covered by any token of ' Yes'"):
+        build_prompt_table(price_tokenizer, ["Yes", " Yes"], [{"x": 0}, {"x": 0}], ["x"])

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +40,31 @@ TRIAL_PHASES = ("inputs", "model", "data", "site", "prealign", "step", "dev_eval
                 "tune_report", "save")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags that say which sweep to run (also benchmarks/cpu_budget.py's)."""
     parser.add_argument("--config", help="a sweep TOML (default: the embedded price-tagging sweep)")
     parser.add_argument("--set", action="append", default=[], help="a `--set key=value` for the sweep, repeatable")
     parser.add_argument("--align-search", default=str(ROOT / ".venv" / "bin" / "align-search"))
+    parser.add_argument("--out", help="write the results as JSON here")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = sweep_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--sweep-dir", help="run the sweep into this folder and keep it; a folder that already "
                         "holds a finished sweep is profiled without running one")
-    parser.add_argument("--out", help="write the profile as JSON here")
     return parser.parse_args(argv)
 
 
-def run_sweep(args: argparse.Namespace, folder: Path) -> float:
+def sweep_command(args: argparse.Namespace, folder: Path) -> list[str]:
     command = [args.align_search, "sweep", *([args.config] if args.config else []), "--out", str(folder)]
     for value in args.set:
         command += ["--set", value]
+    return command
+
+
+def run_sweep(args: argparse.Namespace, folder: Path) -> float:
+    command = sweep_command(args, folder)
     print("running:", " ".join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -135,9 +146,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finished = (folder / TIMINGS).is_file()
         command_s = None if finished else run_sweep(args, folder)
         result = profile(folder, command_s)
+    return publish(result, args, load_before, print_profile)
+
+
+def publish(result: dict[str, Any], args: argparse.Namespace, load_before: list[float],
+            show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Add the machine's facts, its load before and after, the date and the flags to `result`; print it with `show`
+    and write it to `--out` as JSON."""
     result.update(machine=machine(), load=[load_before, load_average()], date=time.strftime("%Y-%m-%d"),
                   args=vars(args))
-    print_profile(result)
+    show(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -2,6 +2,8 @@
 mismatched first-step losses stop the run, and (with pyvene installed) the equal-work check
 passes on a tiny shape. No test here times anything."""
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -120,3 +122,29 @@ def test_trial_step_times_a_real_trial_at_every_layer_asked():
     assert [row["layer"] for row in rows] == [0, 2]
     assert all(0 < row["min_ms"] <= row["median_ms"] for row in rows)
     assert rows[0]["suffix_reason"] is None and rows[1]["suffix_reason"] == "no layer runs above the site"
+
+
+def test_cpu_budget_counts_the_command_and_its_children_and_splits_by_phase():
+    from benchmarks.cpu_budget import Recording, Sample, budget, descendants, record
+
+    assert descendants(10, {10: 1, 11: 10, 12: 11, 13: 1, 14: 13}) == {10, 11, 12}
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    parent = ("import subprocess, sys\nchild = subprocess.Popen([sys.executable, '-c', " + repr(busy) + "])\n"
+              + busy + "child.wait()\n")
+    recording, wall = record([sys.executable, "-c", parent], interval=0.05)
+    children = [pid for pid in recording.commands if pid != recording.root]
+    assert len(children) == 1 and wall >= 0.4
+    used = budget(recording, {}, cores=2, wall=wall, interval=0.05)
+    assert used["per_kind"]["driver"] >= 0.3 and used["per_kind"]["other"] >= 0.3  # the child's last 0.05 s may be lost
+    assert used["floor"] == pytest.approx(used["cpu_seconds"] / 2)
+
+    # a made-up recording: the driver busy in "prepare", a worker born in "grid"
+    samples = [Sample(0.0, {1: 0.0}, 0.0), Sample(1.0, {1: 0.5}, 0.6), Sample(2.0, {1: 1.4}, 1.5),
+               Sample(3.0, {1: 1.5, 2: 0.8}, 2.5), Sample(4.0, {1: 1.6, 2: 1.7}, 3.5)]
+    made_up = Recording(1, samples, {1: "align-search sweep", 2: "python .../ray/_private/workers/default_worker.py"})
+    result = budget(made_up, {"prepare": {"started": 1.0}, "grid": {"started": 2.0}}, cores=2, wall=4.0,
+                    interval=1.0)
+    assert result["per_kind"] == {"driver": 1.6, "trial workers": 1.7, "Ray's own": 0.0, "other": 0.0}
+    assert [(r["phase"].split(" ")[0], r["wall"], r["driver"], r["everyone"]) for r in result["phases"]] == [
+        ("before", 1.0, 0.5, 0.5), ("prepare", 1.0, pytest.approx(0.9), pytest.approx(0.9)),
+        ("grid", 2.0, pytest.approx(0.2), pytest.approx(1.9))]

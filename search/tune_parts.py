@@ -24,7 +24,7 @@ import logging
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -36,7 +36,9 @@ from alignment.train import mask_hard_step, total_steps
 from causal_models import get_task
 from search.config import SchedulerConfig, SweepConfig
 from search.folder import SweepFolder, TrialSpec, folder_name
-from search.tracking import Tracker
+
+if TYPE_CHECKING:  # not imported: the trials' workers import this module for the stop rules, and MLflow's import
+    from search.tracking import Tracker  # cost each of them 0.5 s
 
 log = logging.getLogger(__name__)
 # Interventions whose mask is annealed by a temperature; the others (das, full_swap) are hard from the start.

@@ -45,3 +45,11 @@ def test_the_command_line_starts_without_torch_ray_or_mlflow():
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'mlflow', 'transformers'})\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_trials_worker_imports_no_mlflow():
+    """The trainable and the stop rules it judges its reports by: MLflow's import cost every worker 0.5 s of the
+    grid's start when the stop rules' module imported the tracker (only the driver logs to MLflow)."""
+    code = ("import sys\nimport search.trainable, search.tune_parts\n"
+            "assert 'mlflow' not in sys.modules, 'mlflow was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -147,9 +147,9 @@ def _tokenize(tokenizer: object, texts: Sequence[str], positions: Sequence[Mappi
 
 
 def _covering_tokens(offsets: Tensor, chars: Tensor, name: str, texts: Sequence[str], rows: Tensor) -> Tensor:
-    """(N,) the token of each row that covers its character, else the last one ending before it (the first one of a
-    whitespace-dropping tokenizer's word after it would misplace the position): `offsets` (N, T, 2), `chars` (N,),
-    `rows` (N,) their prompts in `texts` (for the error)."""
+    """(N,) the token of each row that covers its character, else the last one ending before it (a tokenizer that
+    drops whitespace covers no space; the token after one belongs to the next word): `offsets` (N, T, 2), `chars`
+    (N,), `rows` (N,) their prompts in `texts` (for the error)."""
     start, end = offsets[..., 0], offsets[..., 1]
     char = chars[:, None]
     carries = start != end  # special tokens (and padding) carry no characters

@@ -106,21 +106,25 @@ def command_line(pid: int) -> str:
 
 
 def record(command: list[str], interval: float) -> tuple[Recording, float]:
-    """Run `command` (its output to /dev/null), sampling it every `interval` s; (the recording, its wall seconds)."""
+    """Run `command`, sampling it every `interval` s; (the recording, its wall seconds). Its output is dropped, but
+    for the end of its standard error when it fails."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    recording = Recording(child.pid)
-    while True:
-        parents, cpu = process_table()
-        mine = descendants(child.pid, parents)
-        for pid in mine - recording.commands.keys():
-            recording.commands[pid] = command_line(pid)
-        recording.samples.append(Sample(time.time(), {pid: cpu[pid] for pid in mine}, machine_busy()))
-        if child.poll() is not None:
-            break
-        time.sleep(interval)
-    if child.returncode:
-        raise SystemExit(f"{' '.join(command)} failed with exit status {child.returncode}")
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        recording = Recording(child.pid)
+        while True:
+            parents, cpu = process_table()
+            mine = descendants(child.pid, parents)
+            for pid in mine - recording.commands.keys():
+                recording.commands[pid] = command_line(pid)
+            recording.samples.append(Sample(time.time(), {pid: cpu[pid] for pid in mine}, machine_busy()))
+            if child.poll() is not None:
+                break
+            time.sleep(interval)
+        if child.returncode:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise SystemExit(f"{' '.join(command)} failed with exit status {child.returncode}:\n" + "\n".join(said))
     return recording, time.perf_counter() - started
 
 

@@ -137,6 +137,9 @@ def test_cpu_budget_counts_the_command_and_its_children_and_splits_by_phase():
     used = budget(recording, {}, cores=2, wall=wall, interval=0.05)
     assert used["per_kind"]["driver"] >= 0.3 and used["per_kind"]["other"] >= 0.3  # the child's last 0.05 s may be lost
     assert used["floor"] == pytest.approx(used["cpu_seconds"] / 2)
+    with pytest.raises(SystemExit, match="exit status 3:\nthe config is wrong"):
+        record([sys.executable, "-c", "import sys; print('the config is wrong', file=sys.stderr); sys.exit(3)"],
+               interval=0.05)
 
     # a made-up recording: the driver busy in "prepare", a worker born in "grid"
     samples = [Sample(0.0, {1: 0.0}, 0.0), Sample(1.0, {1: 0.5}, 0.6), Sample(2.0, {1: 1.4}, 1.5),
